@@ -1,0 +1,132 @@
+"""From a cell's config to training and test tensors: dataset config -> shards (built on first use) -> Source ->
+protocol split -> normalised tensors. The one place that ties sources, shards and protocols together."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dadf.data import protocols, shards, sources
+from dadf.data.types import IMAGE, PRIMARY, SECONDARY, Source, Split, Subset
+
+
+def source_params(dcfg: DictConfig) -> dict:
+    """What determines a dataset's content (and so its shards): its source and the conversion options."""
+    return {
+        "source": dcfg.source,
+        "size": dcfg.size,
+        "channels": dcfg.channels,
+        "params": OmegaConf.to_container(dcfg.params, resolve=True),
+    }
+
+
+def data_root(dcfg: DictConfig) -> str:
+    return str(Path(dcfg.root if dcfg.root is not None else "data").expanduser().resolve())
+
+
+def shard_dir(dcfg: DictConfig, shards_root: str | Path) -> Path:
+    return Path(shards_root) / dcfg.name
+
+
+def ensure_shards(dcfg: DictConfig, shards_root: str | Path) -> Path:
+    """Build the dataset's shards if they are missing; refuse shards built from other source settings."""
+    out = shard_dir(dcfg, shards_root)
+    wanted = source_params(dcfg)
+    if (out / "index.json").exists():
+        built = shards.read_index(out).get("source_params")
+        if built != wanted:
+            raise shards.ShardError(
+                f"shards in {out} were built with {built}, but dataset {dcfg.name!r} now asks for {wanted}; "
+                f"remove the folder or rebuild with: {shards.rebuild_command(dcfg.name)} force=true"
+            )
+        return out
+    p = wanted
+    source = sources.load_source(p["source"], data_root(dcfg), download=bool(dcfg.download), size=p["size"],
+                                 channels=p["channels"], **p["params"])
+    shards.build_shards(source, out, dataset_name=dcfg.name, source_params=wanted)
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime: float) -> Source:
+    return shards.load_source_from_shards(Path(path))
+
+
+def load_dataset(dcfg: DictConfig, shards_root: str | Path) -> Source:
+    """The dataset through its shards (in-memory path), cached per process while the shards are unchanged."""
+    out = ensure_shards(dcfg, shards_root)
+    return _load_cached(str(out), (out / "index.json").stat().st_mtime)
+
+
+def protocol_params(pcfg: DictConfig) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(pcfg, resolve=True).items() if k not in ("name", "secondary")}
+
+
+@dataclasses.dataclass
+class CellData:
+    kind: str
+    shape: tuple[int, ...]
+    classes: tuple[str, ...]
+    split: Split
+    train_x: torch.Tensor
+    train_label: torch.Tensor
+    val_x: torch.Tensor
+    val_truth: torch.Tensor
+    test_x: torch.Tensor
+    test_truth: torch.Tensor
+    test_cls: torch.Tensor
+    top_k_percent: float | None
+
+
+def gather(subset: Subset, datasets: dict[int, Source]) -> np.ndarray:
+    """The rows a subset refers to, in the subset's order."""
+    first = datasets[PRIMARY].parts[next(iter(datasets[PRIMARY].parts))][0]
+    out = np.empty((len(subset), *first.shape[1:]), dtype=first.dtype)
+    for src, ds in datasets.items():
+        for part, (x, _) in ds.parts.items():
+            rows = np.flatnonzero((subset.source == src) & (subset.part == part))
+            if len(rows):
+                out[rows] = x[subset.index[rows]]
+    return out
+
+
+def normaliser(kind: str, train: np.ndarray):
+    """Images to [-1, 1]; tabular features standardised with the training rows' statistics."""
+    if kind == IMAGE:
+        return lambda a: torch.from_numpy(a.astype(np.float32) / 127.5 - 1.0)
+    mean = train.mean(0) if len(train) else 0.0
+    std = train.std(0) if len(train) else 1.0
+    std = np.where(std > 0, std, 1.0)
+    return lambda a: torch.from_numpy(((a - mean) / std).astype(np.float32))
+
+
+def prepare_cell_data(cfg: DictConfig) -> CellData:
+    shards_root = cfg.paths.shards_dir
+    primary = load_dataset(cfg.dataset, shards_root)
+    datasets = {PRIMARY: primary}
+    secondary_cfg = cfg.protocol.get("secondary")
+    if secondary_cfg is not None:
+        datasets[SECONDARY] = load_dataset(secondary_cfg, shards_root)
+    split = protocols.make_split(cfg.protocol.name, primary, seed=int(cfg.seed), params=protocol_params(cfg.protocol),
+                                 secondary=datasets.get(SECONDARY))
+    raw = {name: gather(getattr(split, name), datasets) for name in ("train", "val", "test")}
+    norm = normaliser(primary.kind, raw["train"][split.train.label == 0])
+    top_k = cfg.dataset.top_k_percent
+    return CellData(
+        kind=primary.kind,
+        shape=primary.sample_shape,
+        classes=primary.classes,
+        split=split,
+        train_x=norm(raw["train"]),
+        train_label=torch.from_numpy(split.train.label.astype(np.int64)),
+        val_x=norm(raw["val"]),
+        val_truth=torch.from_numpy(split.val.truth.astype(np.int64)),
+        test_x=norm(raw["test"]),
+        test_truth=torch.from_numpy(split.test.truth.astype(np.int64)),
+        test_cls=torch.from_numpy(split.test.cls.astype(np.int64)),
+        top_k_percent=float(top_k) if top_k is not None else None,
+    )

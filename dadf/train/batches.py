@@ -1,0 +1,59 @@
+"""An endless, seeded, resumable stream of training batches from in-memory tensors.
+
+The trainer owns the step count, so the stream never ends: epochs are consecutive seeded permutations, and a
+batch may span two of them. Its state is (epoch, position), so a resumed run draws exactly the batches the
+uninterrupted run would have drawn.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class BatchStream:
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int):
+        sizes = {len(t) for t in tensors.values()}
+        if len(sizes) != 1 or 0 in sizes:
+            raise ValueError(f"batch tensors must be non-empty and equally long, got sizes {sorted(sizes)}")
+        self.tensors = tensors
+        self.n = sizes.pop()
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def next_indices(self) -> torch.Tensor:
+        parts, need = [], self.batch_size
+        while need:
+            take = min(need, self.n - self.position)
+            parts.append(self._perm[self.position : self.position + take])
+            self.position += take
+            need -= take
+            if self.position == self.n:
+                self.epoch += 1
+                self.position = 0
+                self._perm = self._permutation(self.epoch)
+        return torch.cat(parts)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        idx = self.next_indices()
+        return {k: t[idx] for k, t in self.tensors.items()}
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "n": self.n}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["n"] != self.n or state["seed"] != self.seed:
+            raise ValueError(
+                f"checkpointed batch stream was over {state['n']} samples with seed {state['seed']}, "
+                f"this one is over {self.n} with seed {self.seed}: the cell's data or seed changed since the save"
+            )
+        self.epoch, self.position = state["epoch"], state["position"]
+        self._perm = self._permutation(self.epoch)

@@ -1,0 +1,36 @@
+"""Write a dataset's WebDataset shards under shards/<dataset>/ (training also does this on first use):
+
+    python jobs/build_shards.py dataset=mnist dataset.root=../shared/data [force=true]
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _hydra import CONFIG_DIR  # noqa: E402
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    from dadf.data.pipeline import ensure_shards, shard_dir
+    from dadf.data.shards import read_index
+
+    out = shard_dir(cfg.dataset, cfg.shards_dir)
+    if cfg.force and out.exists():
+        shutil.rmtree(out)
+    try:
+        out = ensure_shards(cfg.dataset, cfg.shards_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    index = read_index(out)
+    for part, info in index["parts"].items():
+        print(f"{out}/{part}-*.tar: {info['count']} samples in {len(info['shards'])} shards")
+
+
+if __name__ == "__main__":
+    main()
