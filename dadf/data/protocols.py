@@ -1,0 +1,304 @@
+"""Evaluation protocols: turn a `Source` into a train/val/test `Split` (label 1 = anomaly).
+
+Every split is a pure function of (source content, protocol, params, seed): the random generator is
+seeded with the seed and a stable digest of the protocol name, never Python's salted ``hash()``.
+Rows are referenced by (source id, part, index) into ``source.parts[part]``; no pixels are copied.
+"""
+from __future__ import annotations
+
+import hashlib
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from dadf.data.types import PRIMARY, SECONDARY, Source, Split, Subset
+
+PROTOCOLS: tuple[str, ...] = ("loo", "ovr", "ood", "corruption", "semisup", "tabular", "gpnd")
+
+_REQUIRED = object()  # marks a parameter without a default
+
+# Parameters each protocol accepts, with their defaults.
+_PARAMS: dict[str, dict[str, object]] = {
+    "loo": {"target_class": _REQUIRED, "val_fraction": 0.0, "val_anomalies": 0},
+    "ovr": {"target_class": _REQUIRED, "val_fraction": 0.0, "val_anomalies": 0},
+    "corruption": {"target_class": _REQUIRED, "p": _REQUIRED, "val_fraction": 0.0, "val_anomalies": 0},
+    "semisup": {"target_class": _REQUIRED, "p": _REQUIRED, "val_fraction": 0.0, "val_anomalies": 0},
+    "ood": {"ratio": 0.2, "val_anomalies": 50, "val_fraction": 0.0},
+    "tabular": {"train_fraction": 0.5},
+    "gpnd": {"target_class": _REQUIRED, "train_fraction": 0.8},
+}
+
+
+class ProtocolError(ValueError):
+    """A protocol was asked for something it cannot do (bad name, parameter or data)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Row tables: the (source, part, index, cls) of candidate rows, before labels are attached.
+
+
+@dataclass(frozen=True)
+class _Rows:
+    source: np.ndarray
+    part: np.ndarray
+    index: np.ndarray
+    cls: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def take(self, sel: np.ndarray) -> _Rows:
+        return _Rows(self.source[sel], self.part[sel], self.index[sel], self.cls[sel])
+
+    def where(self, mask: np.ndarray) -> _Rows:
+        return self.take(np.flatnonzero(mask))
+
+
+def _part_rows(source: Source, part: str, source_id: int = PRIMARY) -> _Rows:
+    _, y = source.parts[part]
+    n = len(y)
+    return _Rows(
+        source=np.full(n, source_id, dtype=np.int8),
+        part=np.full(n, part, dtype=object),
+        index=np.arange(n, dtype=np.int64),
+        cls=np.asarray(y, dtype=np.int64),
+    )
+
+
+def _concat_rows(rows: list[_Rows]) -> _Rows:
+    return _Rows(*(np.concatenate([getattr(r, f) for r in rows]) for f in ("source", "part", "index", "cls")))
+
+
+def _subset(rows: _Rows, label: int | np.ndarray, truth: int | np.ndarray) -> Subset:
+    """Attach labels (what the method is told) and truths (scalars or per-row arrays) to rows."""
+    n = len(rows)
+
+    def per_row(v):
+        return np.broadcast_to(np.asarray(v, dtype=np.int8), (n,)).copy()
+
+    return Subset(
+        source=rows.source.astype(np.int8),
+        part=rows.part.astype(object),
+        index=rows.index.astype(np.int64),
+        label=per_row(label),
+        truth=per_row(truth),
+        cls=rows.cls.astype(np.int64),
+    )
+
+
+def _concat(subsets: list[Subset]) -> Subset:
+    fields = ("source", "part", "index", "label", "truth", "cls")
+    return Subset(*(np.concatenate([getattr(s, f) for s in subsets]) for f in fields))
+
+
+def _empty_subset() -> Subset:
+    return _subset(_Rows(*(np.empty(0, dtype=d) for d in (np.int8, object, np.int64, np.int64))), 0, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter checking.
+
+
+def _rng(protocol: str, seed: int) -> np.random.Generator:
+    digest = int.from_bytes(hashlib.sha256(protocol.encode()).digest()[:8], "little")
+    return np.random.default_rng([int(seed), digest])
+
+
+def _fill_params(protocol: str, params: dict) -> dict:
+    spec = _PARAMS[protocol]
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise ProtocolError(
+            f"unknown parameter(s) {unknown} for protocol {protocol!r}; valid parameters: {sorted(spec)}"
+        )
+    missing = sorted(k for k, v in spec.items() if v is _REQUIRED and k not in params)
+    if missing:
+        raise ProtocolError(f"protocol {protocol!r} needs parameter(s) {missing}; valid parameters: {sorted(spec)}")
+    return {k: params.get(k, default) for k, default in spec.items()}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _check_fraction(name: str, value, *, low_open: bool) -> float:
+    ok = _is_number(value) and (0 < value < 1 if low_open else 0 <= value < 1)
+    if not ok:
+        valid = "0 < x < 1" if low_open else "0 <= x < 1"
+        raise ProtocolError(f"{name}={value!r} is invalid; valid values: {valid}")
+    return float(value)
+
+
+def _check_count(name: str, value) -> int:
+    if not _is_int(value) or value < 0:
+        raise ProtocolError(f"{name}={value!r} is invalid; valid values: integers >= 0")
+    return int(value)
+
+
+def _check_percent(value) -> float:
+    if not _is_number(value) or value < 0:
+        raise ProtocolError(f"p={value!r} is invalid; valid values: numbers >= 0 (percent of the normal train count)")
+    return float(value)
+
+
+def _check_positive(name: str, value) -> float:
+    if not _is_number(value) or value <= 0:
+        raise ProtocolError(f"{name}={value!r} is invalid; valid values: numbers > 0")
+    return float(value)
+
+
+def _check_target(value, source: Source) -> int:
+    """Accept a class index or a class name; return the index."""
+    if isinstance(value, str) and value in source.classes:
+        return source.classes.index(value)
+    if _is_int(value) and 0 <= value < len(source.classes):
+        return int(value)
+    raise ProtocolError(
+        f"target_class={value!r} is out of range for dataset {source.name!r}; valid choices: "
+        f"0..{len(source.classes) - 1} or a class name in {list(source.classes)}"
+    )
+
+
+def _normalise(protocol: str, params: dict, source: Source) -> dict:
+    """Fill defaults and validate every value; returns plain Python types (fit for `Split.info`)."""
+    p = _fill_params(protocol, dict(params))
+    checks = {
+        "target_class": lambda v: _check_target(v, source),
+        "p": _check_percent,
+        "val_fraction": lambda v: _check_fraction("val_fraction", v, low_open=False),
+        "train_fraction": lambda v: _check_fraction("train_fraction", v, low_open=True),
+        "val_anomalies": lambda v: _check_count("val_anomalies", v),
+        "ratio": lambda v: _check_positive("ratio", v),
+    }
+    return {k: checks[k](v) for k, v in p.items()}
+
+
+def _require_parts(source: Source, protocol: str, *parts: str) -> None:
+    missing = [p for p in parts if p not in source.parts]
+    if missing:
+        raise ProtocolError(
+            f"protocol {protocol!r} needs part(s) {missing} but dataset {source.name!r} has parts {list(source.parts)}"
+        )
+
+
+def _draw(rng: np.random.Generator, rows: _Rows, k: int, what: str) -> tuple[_Rows, _Rows]:
+    """Randomly take k rows; return (taken, remaining). Errors if fewer than k are available."""
+    if k > len(rows):
+        raise ProtocolError(f"need {k} {what} but only {len(rows)} are available")
+    order = rng.permutation(len(rows))
+    return rows.take(np.sort(order[:k])), rows.take(np.sort(order[k:]))
+
+
+def _n_of(fraction: float, n: int) -> int:
+    # Python's round (half to even); 0 is allowed.
+    return int(round(fraction * n))
+
+
+# --------------------------------------------------------------------------------------------------
+# Protocols.
+
+
+def _one_class(rng, source: Source, params: dict, *, normal_is_target: bool, protocol: str) -> Split:
+    """Shared body of loo/ovr/corruption/semisup: normals vs. anomalous classes, "test" part as test."""
+    _require_parts(source, protocol, "train", "test")
+    target = params["target_class"]
+    train_rows = _part_rows(source, "train")
+    is_normal = (train_rows.cls == target) if normal_is_target else (train_rows.cls != target)
+    normals, anomalies = train_rows.where(is_normal), train_rows.where(~is_normal)
+
+    val_normals, normals = _draw(rng, normals, _n_of(params["val_fraction"], len(normals)), "validation normals")
+    # Anomalies are drawn once, so train contamination and val anomalies never share rows.
+    # p * n / 100 rather than p / 100 * n: exact for whole p, so halves round the same way every time.
+    n_extra = int(round(params["p"] * len(normals) / 100)) if "p" in params else 0
+    extra, anomalies = _draw(rng, anomalies, n_extra, f"anomalies for p={params.get('p')}")
+    val_anoms, _ = _draw(rng, anomalies, params["val_anomalies"], "validation anomalies")
+
+    train = [_subset(normals, 0, 0)]
+    if protocol == "corruption":
+        train.append(_subset(extra, 0, 1))  # hidden contamination: told normal, truly anomalous
+    elif protocol == "semisup":
+        train.append(_subset(extra, 1, 1))
+    test_rows = _part_rows(source, "test")
+    test_truth = (test_rows.cls != target) if normal_is_target else (test_rows.cls == target)
+    val = _concat([_subset(val_normals, 0, 0), _subset(val_anoms, 1, 1)])
+    return Split(train=_concat(train), val=val, test=_subset(test_rows, test_truth, test_truth))
+
+
+def _ood(rng, source: Source, params: dict, secondary: Source | None) -> Split:
+    if secondary is None:
+        raise ProtocolError("protocol 'ood' needs a secondary dataset (the anomalies); none was given")
+    if secondary.sample_shape != source.sample_shape:
+        raise ProtocolError(
+            f"protocol 'ood': sample shapes differ: {source.name!r} has {source.sample_shape}, "
+            f"{secondary.name!r} has {secondary.sample_shape}; set `size`/`channels` on the dataset config "
+            "so both load with the same shape"
+        )
+    _require_parts(source, "ood", "train", "test")
+    b_part = "test" if "test" in secondary.parts else next(iter(secondary.parts))
+    b_rows = _part_rows(secondary, b_part, SECONDARY)
+    a_test = _part_rows(source, "test")
+    n_test_anoms = _n_of(params["ratio"], len(a_test))
+    n_needed = n_test_anoms + params["val_anomalies"]
+    if n_needed > len(b_rows):
+        raise ProtocolError(
+            f"protocol 'ood': {secondary.name!r} part {b_part!r} has {len(b_rows)} rows but {n_needed} are needed "
+            f"({n_test_anoms} test anomalies = ratio {params['ratio']} x {len(a_test)} test rows, "
+            f"+ {params['val_anomalies']} val_anomalies)"
+        )
+    test_anoms, rest = _draw(rng, b_rows, n_test_anoms, "test anomalies")
+    val_anoms, _ = _draw(rng, rest, params["val_anomalies"], "validation anomalies")
+    a_train = _part_rows(source, "train")
+    val_normals, a_train = _draw(rng, a_train, _n_of(params["val_fraction"], len(a_train)), "validation normals")
+    return Split(
+        train=_subset(a_train, 0, 0),
+        val=_concat([_subset(val_normals, 0, 0), _subset(val_anoms, 1, 1)]),
+        test=_concat([_subset(a_test, 0, 0), _subset(test_anoms, 1, 1)]),
+    )
+
+
+def _tabular(rng, source: Source, params: dict) -> Split:
+    _require_parts(source, "tabular", "all")
+    rows = _part_rows(source, "all")
+    train, test = _draw(rng, rows, _n_of(params["train_fraction"], len(rows)), "training rows")
+    train = train.where(train.cls == 0)  # tabular training is unsupervised: drop its anomalies
+    test_truth = test.cls == 1
+    return Split(train=_subset(train, 0, 0), val=_empty_subset(), test=_subset(test, test_truth, test_truth))
+
+
+def _gpnd(rng, source: Source, params: dict) -> Split:
+    target = params["target_class"]
+    pooled = _concat_rows([_part_rows(source, part) for part in source.parts])
+    normals, anomalies = pooled.where(pooled.cls == target), pooled.where(pooled.cls != target)
+    train, test_normals = _draw(rng, normals, _n_of(params["train_fraction"], len(normals)), "training normals")
+    test_anoms, _ = _draw(rng, anomalies, len(test_normals), "test anomalies")
+    test = _concat([_subset(test_normals, 0, 0), _subset(test_anoms, 1, 1)])
+    return Split(train=_subset(train, 0, 0), val=_empty_subset(), test=test)
+
+
+def make_split(protocol: str, source: Source, *, seed: int, params: dict, secondary: Source | None = None) -> Split:
+    """Build the train/val/test split of `protocol` (see PROTOCOLS) over `source`."""
+    if protocol not in PROTOCOLS:
+        raise ProtocolError(f"unknown protocol {protocol!r}; valid choices: {list(PROTOCOLS)}")
+    if not _is_int(seed) or seed < 0:
+        raise ProtocolError(f"seed={seed!r} is invalid; valid values: integers >= 0")
+    full = _normalise(protocol, params, source)
+    rng = _rng(protocol, seed)
+    if protocol in ("loo", "ovr", "corruption", "semisup"):
+        split = _one_class(rng, source, full, normal_is_target=protocol != "loo", protocol=protocol)
+    elif protocol == "ood":
+        split = _ood(rng, source, full, secondary)
+    elif protocol == "tabular":
+        split = _tabular(rng, source, full)
+    else:
+        split = _gpnd(rng, source, full)
+    info = {"protocol": protocol, "params": full, "seed": int(seed)}
+    if protocol == "tabular":
+        info["anomaly_ratio"] = float(np.mean(source.parts["all"][1] == 1)) if len(source) else 0.0
+    if protocol == "ood":
+        info["secondary"] = secondary.name
+    return Split(train=split.train, val=split.val, test=split.test, info=info)

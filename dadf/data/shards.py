@@ -1,0 +1,433 @@
+"""WebDataset shards of a `Source`: build once, then load in memory or stream per rank.
+
+Layout of a shard folder::
+
+    index.json              dataset metadata + per part: count and shards (file, count, sha256)
+    <part>-000000.tar ...   WebDataset tars; sample key "<part>_<original index>", members
+                            "<key>.x.npy" (one row of x) and "<key>.cls" (class index as text)
+
+Samples are shuffled (seeded) before writing, so any shard is a random sample of its part; the
+original index travels in the key, so loading puts every row back where the `Source` had it and
+split indices made on the original `Source` stay valid.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tarfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+
+from dadf.data.types import Source
+
+FORMAT = 1
+INDEX_FILE = "index.json"
+_PART_NAME = re.compile(r"^[A-Za-z0-9-]+$")  # no "." (webdataset splits keys there) and no "_"
+
+
+class ShardError(ValueError):
+    """Shards are missing, corrupt or inconsistent with their index; the message says how to rebuild."""
+
+
+def sample_key(part: str, index: int) -> str:
+    return f"{part}_{index:08d}"
+
+
+def rebuild_command(dataset_name: str) -> str:
+    return f"python jobs/build_shards.py dataset={dataset_name}"
+
+
+def _shard_error(path: Path | str, problem: str, dataset: str) -> ShardError:
+    return ShardError(f"{path}: {problem}; rebuild with: {rebuild_command(dataset)}")
+
+
+def _shard_name(part: str, number: int) -> str:
+    return f"{part}-{number:06d}.tar"
+
+
+def _n_shards(n: int, samples_per_shard: int, min_shards: int) -> int:
+    # Enough shards that every rank x dataloader worker gets some, but never an empty shard.
+    return min(n, max(min_shards, math.ceil(n / samples_per_shard)))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _npy_bytes(row: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, row, allow_pickle=False)
+    return buf.getvalue()
+
+
+class _Layout:
+    """Shape/dtype of one row and its exact .npy header: rows of a part share one header, so
+    encoding is header + raw bytes and decoding can copy the payload without parsing it."""
+
+    def __init__(self, shape, dtype):
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        empty_row = _npy_bytes(np.zeros(self.shape, self.dtype))
+        self.header = empty_row[: len(empty_row) - self.nbytes]
+
+    def encode(self, row: np.ndarray) -> bytes:
+        return self.header + np.ascontiguousarray(row).tobytes()
+
+
+# --------------------------------------------------------------------------------------------------
+# Building.
+
+
+def _write_shard(path: Path, part: str, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> dict:
+    layout = _Layout(x.shape[1:], x.dtype)
+    # mtime fixed so that the same source and seed give byte-identical tars (stable checksums).
+    with open(path, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0) as writer:
+        for i in rows:
+            sample = {"__key__": sample_key(part, int(i)), "x.npy": layout.encode(x[i]), "cls": b"%d" % y[i]}
+            writer.write(sample)
+    return {"file": path.name, "count": int(len(rows)), "sha256": _sha256(path)}
+
+
+def _write_part(out: Path, part: str, x: np.ndarray, y: np.ndarray, rng, samples_per_shard, min_shards) -> dict:
+    n = len(y)
+    order = rng.permutation(n)
+    chunks = np.array_split(order, _n_shards(n, samples_per_shard, min_shards)) if n else []
+    shards = [_write_shard(out / _shard_name(part, k), part, x, y, rows) for k, rows in enumerate(chunks)]
+    return {"count": int(n), "shards": shards}
+
+
+def _json_ready(value, what: str):
+    """Round-trip through JSON now, so a non-serialisable meta fails the build, not a later load."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exn:
+        raise ShardError(f"{what} is not JSON-serialisable: {exn}") from exn
+
+
+def _check_buildable(source: Source, samples_per_shard: int, min_shards: int) -> None:
+    if samples_per_shard < 1 or min_shards < 1:
+        raise ShardError(f"samples_per_shard={samples_per_shard} and min_shards={min_shards} must both be >= 1")
+    if not source.parts:
+        raise ShardError(f"source {source.name!r} has no parts")
+    first_x = next(iter(source.parts.values()))[0]
+    for part, (x, y) in source.parts.items():
+        if x.dtype != first_x.dtype or x.shape[1:] != first_x.shape[1:]:
+            raise ShardError(f"part {part!r} is {x.dtype} {x.shape[1:]}, unlike the first part's "
+                             f"{first_x.dtype} {first_x.shape[1:]}; all parts must agree")
+        if not _PART_NAME.match(part):
+            raise ShardError(f"part name {part!r} must match {_PART_NAME.pattern}")
+        if len(x) != len(y):
+            raise ShardError(f"part {part!r}: x has {len(x)} rows but y has {len(y)}")
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Swap the finished build in; an old folder is moved aside first and removed only afterwards."""
+    old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_shards(
+    source: Source,
+    out_dir: Path,
+    *,
+    dataset_name: str,
+    samples_per_shard: int = 2000,
+    min_shards: int = 8,
+    seed: int = 0,
+    source_params: dict | None = None,
+) -> dict:
+    """Write `source` as shuffled WebDataset shards into `out_dir` (atomically) and return the index."""
+    _check_buildable(source, samples_per_shard, min_shards)
+    out_dir = Path(out_dir)
+    first_x = next(iter(source.parts.values()))[0]
+    index = {
+        "format": FORMAT,
+        "dataset": dataset_name,
+        "name": source.name,
+        "kind": source.kind,
+        "classes": list(source.classes),
+        "sample_shape": list(source.sample_shape),
+        "dtype": str(first_x.dtype),
+        "meta": _json_ready(source.meta, "source.meta"),
+        "source_params": _json_ready(source_params or {}, "source_params"),
+        "parts": {},
+    }
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for part, (x, y) in source.parts.items():
+            rng = np.random.default_rng([int(seed), zlib.crc32(part.encode())])  # stable, unlike hash()
+            index["parts"][part] = _write_part(tmp, part, x, y, rng, samples_per_shard, min_shards)
+        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
+        _replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return index
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the index.
+
+
+def read_index(out_dir: Path) -> dict:
+    path = Path(out_dir) / INDEX_FILE
+    # Without an index the dataset name is unknown; the folder is named after it by convention.
+    guess = Path(out_dir).name
+    if not path.is_file():
+        raise _shard_error(path, "missing index (shards were never built or the build did not finish)", guess)
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as exn:
+        raise _shard_error(path, f"unreadable index ({exn})", guess) from exn
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        found = index.get("format") if isinstance(index, dict) else None
+        raise _shard_error(path, f"unsupported index format {found!r} (expected {FORMAT})", guess)
+    return index
+
+
+# --------------------------------------------------------------------------------------------------
+# In-memory loading: each shard read whole, its tar headers walked directly, and the rows copied
+# straight from the tar bytes into one preallocated array (see load_source_from_shards).
+
+
+_BLOCK = 512
+
+
+def _tar_members(data: bytes) -> list[tuple[str, int, int]]:
+    """(name, data offset, size) of each file in a USTAR tar held in memory.
+
+    A minimal header walk instead of `tarfile`, whose per-member header parsing made loading
+    MNIST take ~6 s instead of ~1 s. It reads only what `build_shards` writes (USTAR, regular files).
+    """
+    members, header_offsets, stored_sums = [], [], []
+    off = 0
+    while off + _BLOCK <= len(data):
+        if data[off] == 0:
+            break  # end-of-archive (zero) block: a member header always starts with its name
+        header = data[off : off + _BLOCK]
+        kind = header[156:157]
+        if kind not in (b"0", b"\0"):
+            raise tarfile.TarError(f"unsupported member type {kind!r} at byte {off}")
+        name = header[:100].split(b"\0", 1)[0]
+        prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
+        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        members.append(((prefix + b"/" + name if prefix else name).decode(), off + _BLOCK, size))
+        header_offsets.append(off)
+        stored_sums.append(int(header[148:156].strip(b"\0 ") or b"0", 8))
+        off += _BLOCK + -(-size // _BLOCK) * _BLOCK
+    _check_header_sums(data, header_offsets, stored_sums)
+    return members
+
+
+def _check_header_sums(data: bytes, offsets: list[int], stored: list[int]) -> None:
+    """Tar header checksums, all at once: byte sum with the 8-byte checksum field counted as spaces."""
+    if not offsets:
+        return
+    headers = np.frombuffer(data, np.uint8)[np.asarray(offsets)[:, None] + np.arange(_BLOCK)]
+    sums = headers.sum(axis=1, dtype=np.int64) - headers[:, 148:156].sum(axis=1, dtype=np.int64) + 8 * ord(" ")
+    bad = np.flatnonzero(sums != np.asarray(stored))
+    if len(bad):
+        raise tarfile.TarError(f"bad header checksum at byte {offsets[bad[0]]}")
+
+
+def _read_shard(path: Path, part: str, dataset: str):
+    """Parse one shard held in memory: (bytes, row indices, {row: class}, x payload (offset, size))."""
+    data = path.read_bytes()
+    try:
+        members = _tar_members(data)
+    except (tarfile.TarError, ValueError, UnicodeDecodeError) as exn:
+        raise _shard_error(path, f"unreadable tar ({exn})", dataset) from exn
+    prefix = part + "_"
+    rows, classes, x_offsets = [], {}, []
+    for name, offset, size in members:
+        if offset + size > len(data):
+            break  # member cut off by truncation; the count check reports it
+        key, _, ext = name.partition(".")
+        row = _row_of(key, prefix)
+        if row is None:
+            raise _shard_error(path, f"sample {key!r} does not belong to part {part!r}", dataset)
+        if ext == "x.npy":
+            rows.append(row)
+            x_offsets.append((offset, size))
+        elif ext == "cls":
+            classes[row] = int(data[offset : offset + size])
+    return data, rows, classes, x_offsets
+
+
+def _row_of(key: str, prefix: str) -> int | None:
+    digits = key[len(prefix) :]
+    return int(digits) if key.startswith(prefix) and digits.isdigit() else None
+
+
+def _place_x(path, data: bytes, offsets, rows, x_out_bytes: np.ndarray, layout: _Layout, dataset: str):
+    """Copy the row payloads into their rows; fall back to np.load when a header is unexpected."""
+    hlen = len(layout.header)
+    fast = [k for k, (off, size) in enumerate(offsets) if size == hlen + layout.nbytes and
+            data[off : off + hlen] == layout.header]
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if fast:
+        starts = np.array([offsets[k][0] + hlen for k in fast], dtype=np.int64)
+        x_out_bytes[np.asarray([rows[k] for k in fast])] = buf[starts[:, None] + np.arange(layout.nbytes)]
+    for k in sorted(set(range(len(offsets))) - set(fast)):
+        off, size = offsets[k]
+        row = np.load(io.BytesIO(data[off : off + size]), allow_pickle=False)
+        if row.shape != layout.shape or row.dtype != layout.dtype:
+            raise _shard_error(
+                path, f"sample {rows[k]} has shape {row.shape} {row.dtype}, index says "
+                f"{layout.shape} {layout.dtype}", dataset)
+        x_out_bytes[rows[k]] = np.frombuffer(row.tobytes(), dtype=np.uint8)
+
+
+def _load_part(out_dir: Path, part: str, entry: dict, layout: _Layout, dataset: str, verify: bool):
+    n = int(entry["count"])
+    x = np.empty((n, *layout.shape), dtype=layout.dtype)
+    x_bytes = x.reshape(n, -1).view(np.uint8) if n else np.empty((0, layout.nbytes), np.uint8)
+    y = np.empty(n, dtype=np.int64)
+    seen = np.zeros(n, dtype=bool)
+    for shard in entry["shards"]:
+        path = out_dir / shard["file"]
+        if not path.is_file():
+            raise _shard_error(path, "missing shard file", dataset)
+        if verify and _sha256(path) != shard["sha256"]:
+            raise _shard_error(path, "checksum mismatch (file differs from the one index.json recorded)", dataset)
+        data, rows, classes, offsets = _read_shard(path, part, dataset)
+        _check_shard_rows(path, rows, classes, shard["count"], n, seen, dataset)
+        _place_x(path, data, offsets, rows, x_bytes, layout, dataset)
+        y[rows] = [classes[r] for r in rows]
+        seen[rows] = True
+    if not seen.all():
+        raise _shard_error(out_dir / INDEX_FILE, f"part {part!r}: {int((~seen).sum())} of {n} samples missing", dataset)
+    return x, y
+
+
+def _check_shard_rows(path, rows, classes, expected, n, seen, dataset) -> None:
+    complete = len(set(rows) & set(classes))  # samples with both members
+    if complete < expected:
+        raise _shard_error(path, f"truncated: read {complete} of {expected} samples", dataset)
+    if len(rows) != expected or len(classes) != expected:
+        raise _shard_error(
+            path, f"count mismatch: {len(rows)} x.npy and {len(classes)} cls members, index says {expected}", dataset)
+    arr = np.asarray(rows, dtype=np.int64)
+    if len(arr) and (arr.min() < 0 or arr.max() >= n):
+        raise _shard_error(path, f"sample index out of range 0..{n - 1}", dataset)
+    if seen[arr].any() or len(np.unique(arr)) != len(arr):
+        raise _shard_error(path, "duplicate sample keys", dataset)
+
+
+def load_source_from_shards(out_dir: Path, *, verify: bool = True) -> Source:
+    """Read every shard back into arrays at the rows' original indices (the in-memory path).
+
+    Reads whole files, walks the tar headers directly and copies the .npy payloads in one vectorised
+    gather per shard: ~60k MNIST rows/s on 2 cores, ~20x the webdataset pipeline with np.load per row.
+    """
+    out_dir = Path(out_dir)
+    index = read_index(out_dir)
+    layout = _Layout(index["sample_shape"], index["dtype"])
+    dataset = index["dataset"]
+    parts = {
+        part: _load_part(out_dir, part, entry, layout, dataset, verify) for part, entry in index["parts"].items()
+    }
+    return Source(
+        name=index["name"], kind=index["kind"], parts=parts, classes=tuple(index["classes"]), meta=index["meta"]
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming: a webdataset pipeline over this rank's shards only.
+
+
+def _rank_shards(index: dict, part: str, rank: int, world_size: int, shuffle_shards: bool, seed: int) -> list[dict]:
+    if part not in index["parts"]:
+        raise ShardError(f"no part {part!r} in shards of {index['dataset']!r}; parts: {list(index['parts'])}")
+    if not (world_size >= 1 and 0 <= rank < world_size):
+        raise ShardError(f"rank={rank} is invalid for world_size={world_size}; valid: 0 <= rank < world_size")
+    shards = list(index["parts"][part]["shards"])
+    if shuffle_shards:
+        # Same seed on every rank: one common permutation, so the rank slices still partition it.
+        shards = [shards[k] for k in np.random.default_rng(seed).permutation(len(shards))]
+    return shards[rank::world_size]
+
+
+class _CheckedShards:
+    """Pipeline stage: read each shard with webdataset, turning any failure into a ShardError naming it.
+
+    A class rather than a closure so the pipeline pickles into spawned DataLoader workers.
+    """
+
+    def __init__(self, counts: dict[str, int], dataset: str):
+        self.counts, self.dataset = counts, dataset
+
+    def __call__(self, urls: Iterable[dict]) -> Iterator[dict]:
+        for item in urls:
+            yield from self._samples(item["url"])
+
+    def _samples(self, url: str) -> Iterator[dict]:
+        n = 0
+        try:
+            for sample in wds.tarfile_samples([{"url": url}]):  # webdataset's default handler re-raises
+                n += 1
+                yield sample
+        except Exception as exn:  # any read failure means a bad shard
+            problem = "missing shard file" if isinstance(exn, FileNotFoundError) else "unreadable tar"
+            detail = exn.args[0] if exn.args else ""
+            raise _shard_error(url, f"{problem} ({type(exn).__name__}: {detail})", self.dataset) from exn
+        if n != self.counts[url]:
+            raise _shard_error(url, f"truncated: read {n} of {self.counts[url]} samples", self.dataset)
+
+
+class _HasKey:
+    def __init__(self, keys: Iterable[str]):
+        self.keys = frozenset(keys)
+
+    def __call__(self, sample: dict) -> bool:
+        return sample["__key__"] in self.keys
+
+
+def _decode(sample: dict) -> tuple[str, np.ndarray, int]:
+    return sample["__key__"], np.load(io.BytesIO(sample["x.npy"]), allow_pickle=False), int(sample["cls"])
+
+
+def stream_samples(
+    out_dir: Path,
+    part: str,
+    *,
+    keys: set[str] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle_shards: bool = False,
+    seed: int = 0,
+) -> Iterable[tuple[str, np.ndarray, int]]:
+    """Yield (key, x, cls) from this rank's shards of `part` (the streaming path).
+
+    The shard list is split by rank here and by DataLoader worker inside the pipeline, so no process
+    opens another's shards. The result is an IterableDataset, fit to hand to a torch DataLoader.
+    """
+    out_dir = Path(out_dir)
+    index = read_index(out_dir)
+    shards = _rank_shards(index, part, rank, world_size, shuffle_shards, seed)
+    urls = [str(out_dir / s["file"]) for s in shards]
+    counts = dict(zip(urls, (int(s["count"]) for s in shards)))
+    stages = [wds.SimpleShardList(urls), wds.split_by_worker, _CheckedShards(counts, index["dataset"])]
+    if keys is not None:
+        stages.append(wds.select(_HasKey(keys)))
+    stages.append(wds.map(_decode))
+    return wds.DataPipeline(*stages)

@@ -1,0 +1,43 @@
+"""Shared test fixtures: Hydra composition of the real configs, isolated runs/ and shards/ folders."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def composer():
+    """compose(overrides) over the repo's configs, like launch_grid.py does."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        yield lambda overrides: compose(config_name="config", overrides=list(overrides))
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """runs_dir / shards_dir overrides pointing into a fresh temporary folder."""
+    return [f"runs_dir={tmp_path / 'runs'}", f"shards_dir={tmp_path / 'shards'}"]
+
+
+def run_job(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a jobs/ script the way a user does, in a fresh interpreter."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(REPO / "jobs" / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (the shared data folder beside the repo)")
+    return SHARED_DATA
