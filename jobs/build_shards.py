@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _hydra import CONFIG_DIR  # noqa: E402
+from _hydra import CONFIG_DIR, check_overrides  # noqa: E402
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
@@ -33,4 +33,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(sys.argv[1:])
     main()

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _hydra import CONFIG_DIR, explain_bad_key  # noqa: E402
+from _hydra import CONFIG_DIR, check_overrides  # noqa: E402
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
@@ -30,10 +30,7 @@ def main(cfg: DictConfig) -> None:
     user = list(HydraConfig.get().overrides.task)
 
     def compose(overrides: list[str]) -> DictConfig:
-        try:
-            return hydra.compose(config_name="config", overrides=user + overrides)
-        except Exception as e:  # noqa: BLE001
-            raise SystemExit(f"error: {explain_bad_key(e, lambda o: hydra.compose(config_name='config', overrides=o))}")
+        return hydra.compose(config_name="config", overrides=user + overrides)
 
     t0 = time.time()
     cells = expand(cfg, user, compose)
@@ -61,4 +58,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(sys.argv[1:])
     main()

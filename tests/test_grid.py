@@ -41,6 +41,9 @@ def test_unknown_option_lists_the_valid_ones(dirs):
     r = run_job("launch_grid.py", *dirs, "grid=nope")
     assert r.returncode != 0
     assert "quickstart" in r.stderr and "mnist_ovr" in r.stderr
+    r = run_job("launch_grid.py", *dirs, "trainer.nope=1")
+    assert r.returncode != 0
+    assert "'trainer.nope' is not a config key" in r.stderr and "batch_size" in r.stderr
 
 
 def test_failing_cell_is_recorded_and_the_grid_goes_on(composer, dirs, tmp_path):

@@ -23,7 +23,7 @@ from PIL import Image
 from .types import IMAGE, TABULAR, Source
 
 
-class DataError(Exception):
+class DataError(ValueError):
     """A dataset cannot be loaded as asked; the message says what is wrong and how to fix it."""
 
 
