@@ -2,7 +2,11 @@
 
     python jobs/train.py cell=runs/quickstart/ae-digits-ovr-c3-s0-1a2b3c
 
-It resumes from the cell's newest complete checkpoint when there is one.
+It resumes from the cell's newest complete checkpoint when there is one. On several processes:
+
+    torchrun --nproc_per_node 4 jobs/train.py cell=runs/...
+
+SIGUSR2 or SIGTERM makes it save at the next step and exit with 128 + the signal's number (requeue and rerun).
 """
 from __future__ import annotations
 
@@ -17,12 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cell = args.cell.split("=", 1)[1] if args.cell.startswith("cell=") else args.cell
     from dadf.train.loop import run_cell
+    from dadf.train.preemption import Preempted
 
     try:
         result = run_cell(cell, progress=not args.no_progress)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Preempted as p:
+        print(f"{p}; rerun the same command to resume", file=sys.stderr)
+        return 128 + p.signum  # the shell's convention for "ended by this signal"
     print(" ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items() if isinstance(v, float)))
     return 0
 

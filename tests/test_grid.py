@@ -90,4 +90,4 @@ def test_split_counts_are_saved_with_the_results(composer, dirs):
     result = json.loads((cells[0].dir / "metrics.json").read_text())
     assert result["split"]["train"]["anomalous"] == 0
     assert result["split"]["test"]["normal"] > 0 and result["split"]["test"]["anomalous"] > 0
-    assert cells[0].id.endswith(result["config_hash"][:6]) and result["selection"] == "last"
+    assert cells[0].id.endswith(result["config_hash"][:6]) and result["selection"]["rule"] == "last"

@@ -20,7 +20,7 @@ Compose = Callable[[list[str]], DictConfig]
 # Keys that say where things are or how they are watched, not what is computed: kept out of the cell's identity.
 _UNHASHED = {
     "dataset": ("root", "download"),
-    "trainer": ("progress", "num_threads", "log_every", "device"),
+    "trainer": ("progress", "num_threads", "log_every", "device", "sync_every", "data_on_device"),
 }
 
 

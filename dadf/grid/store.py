@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+REQUEUED = "requeued"  # preempted after saving a checkpoint; the next run of the cell resumes from it
 
 
 def atomic_write_text(path: Path, text: str) -> None:

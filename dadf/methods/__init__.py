@@ -1,5 +1,12 @@
-"""Registered methods. Importing this package registers every method module listed here."""
-from dadf.methods import autoencoder, deep_svdd, shallow  # noqa: F401  (registration side effect)
+"""Registered methods. Every module in this package is imported here, so a new method only needs its own module
+with ``@register("name")`` and ``configs/method/<name>.yaml``."""
+import importlib
+import pkgutil
+
 from dadf.methods.registry import available, get_method, register
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name not in ("base", "registry") and not _mod.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = ["available", "get_method", "register"]

@@ -1,15 +1,25 @@
-"""Train and evaluate one cell: the step loop, resume from the newest complete checkpoint, scoring, results.
+"""Train and evaluate one cell on one or several processes: the step loop, resume, preemption, selection, scoring.
 
-    step = restored or 0
-    while step < total: batch = next(stream); method.train_step(batch, step); step += 1; maybe log / save
+    step = newest complete checkpoint's step, or 0
+    while step < total:
+        global batch = next(stream); each rank takes its rows of each micro-batch; method.train_step(...)
+        step += 1; every sync_every steps all ranks agree on (non-finite loss, preemption signal)
+        maybe log / validate / save
+    load the selected state, on_train_end, score the test set (split across ranks, gathered), write results
+
+Distributed: run the same command under torchrun (or a SLURM job with several tasks). ``trainer.batch_size`` is
+the GLOBAL batch of one optimiser step (all ranks and micro-batches together), so the learning rate needs no
+scaling rule: 1, 2 or 8 processes, with or without accumulation, follow the same optimisation path.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +30,15 @@ from omegaconf import DictConfig, OmegaConf
 from dadf.data.pipeline import CellData, prepare_cell_data
 from dadf.eval.metrics import detection_metrics
 from dadf.grid import store
+from dadf.grid.cells import identity
 from dadf.methods import get_method
 from dadf.methods.base import DataInfo, Method
-from dadf.grid.cells import identity
 from dadf.provenance import code_version, config_hash, hardware
 from dadf.train import checkpoint
 from dadf.train.batches import BatchStream
+from dadf.train.preemption import Preempted, PreemptionGuard
+
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -33,19 +46,30 @@ class NonFiniteLoss(RuntimeError):
 
 
 def make_accelerator(tcfg: DictConfig) -> Accelerator:
-    precisions = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-    if tcfg.precision not in precisions:
-        raise ValueError(f"trainer.precision={tcfg.precision!r}; choose one of {sorted(precisions)}")
+    from accelerate.state import AcceleratorState
+
+    if tcfg.precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision={tcfg.precision!r}; choose one of {sorted(PRECISIONS)}")
     if tcfg.device not in ("auto", "cpu"):
         raise ValueError(f"trainer.device={tcfg.device!r}; choose auto or cpu")
     cpu = tcfg.device == "cpu" or not torch.cuda.is_available()
-    return Accelerator(cpu=cpu, mixed_precision=precisions[tcfg.precision])
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cpu and world > 1 and not torch.distributed.is_initialized():
+        # Accelerate picks gloo for CPU processes only when told it runs on CPU.
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    AcceleratorState._reset_state()  # several cells in one process (debug launcher) may differ in precision
+    accelerator = Accelerator(cpu=cpu, mixed_precision=PRECISIONS[tcfg.precision])
+    if accelerator.num_processes != world:
+        raise RuntimeError(
+            f"this process sees {accelerator.num_processes} process(es) but WORLD_SIZE={world}: the processes do not "
+            f"form one group. On CPU launch with torchrun (not `accelerate launch --cpu`), which sets the rendezvous")
+    return accelerator
 
 
-def total_steps(tcfg: DictConfig, n_train: int) -> int:
-    if tcfg.steps is not None:
-        return int(tcfg.steps)
-    return int(tcfg.epochs) * math.ceil(n_train / int(tcfg.batch_size))
+def effective_precision(accelerator: Accelerator, requested: str) -> str:
+    if requested == "fp16" and accelerator.device.type == "cpu":
+        return "fp32"  # Accelerate has no fp16 autocast or loss scaler on CPU: the maths runs in fp32
+    return requested
 
 
 def seed_everything(seed: int) -> None:
@@ -69,82 +93,297 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def check_finite(losses: dict[str, torch.Tensor], step: int) -> None:
-    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-    if not bool(torch.isfinite(values).all()):  # one host sync per step for all losses together
-        bad = [f"{k}={v.item()}" for k, v in losses.items() if not math.isfinite(v.item())]
-        raise NonFiniteLoss(f"non-finite loss at step {step}: {', '.join(bad)}; lower the learning rate, "
-                            f"use trainer.precision=fp32, or check the inputs for NaNs")
+def _all_gather_objects(accelerator: Accelerator, obj) -> list:
+    if accelerator.num_processes == 1:
+        return [obj]
+    out = [None] * accelerator.num_processes
+    torch.distributed.all_gather_object(out, obj)
+    return out
 
 
-def train(method: Method, data: CellData, cfg: DictConfig, cell_dir: Path, progress: bool) -> int:
-    tcfg = cfg.trainer
-    device = method.accelerator.device
-    keep = data.train_label == 0 if not method.uses_labelled_anomalies else torch.ones_like(data.train_label, dtype=torch.bool)
-    tensors = {"x": data.train_x[keep], "label": data.train_label[keep]}
-    stream = BatchStream(tensors, int(tcfg.batch_size), seed=int(cfg.seed))
-    total = total_steps(tcfg, len(tensors["x"]))
-    ckpt_dir = cell_dir / "checkpoints"
-    step = 0
-    last = checkpoint.latest(ckpt_dir)
-    if last is not None:
+class Schedule:
+    """The step arithmetic of one cell, checked once: global batch, per-rank micro-batch, budget, intervals."""
+
+    def __init__(self, tcfg: DictConfig, n_train: int, world: int):
+        self.global_batch = int(tcfg.batch_size)
+        self.accumulate = int(tcfg.accumulate)
+        if self.accumulate < 1 or self.global_batch % (world * self.accumulate):
+            raise ValueError(
+                f"trainer.batch_size={self.global_batch} is the global batch and must split evenly over "
+                f"{world} process(es) x trainer.accumulate={self.accumulate} micro-batches; choose a multiple of "
+                f"{world * max(self.accumulate, 1)}")
+        self.micro = self.global_batch // (world * self.accumulate)
+        self.steps_per_epoch = math.ceil(n_train / self.global_batch)
+        self.total = int(tcfg.steps) if tcfg.steps is not None else int(tcfg.epochs) * self.steps_per_epoch
+        self.eval_every = int(tcfg.eval_every) if tcfg.eval_every is not None else self.steps_per_epoch
+        self.sync_every = int(tcfg.sync_every)
+
+    def rows(self, micro: int, rank: int, world: int) -> tuple[int, int]:
+        lo = (micro * world + rank) * self.micro
+        return lo, lo + self.micro
+
+
+class Trainer:
+    """One cell's training on this process (one rank of possibly several)."""
+
+    def __init__(self, cfg: DictConfig, method: Method, data: CellData, schedule: Schedule, cell_dir: Path):
+        self.cfg, self.tcfg, self.method, self.data, self.sched = cfg, cfg.trainer, method, data, schedule
+        self.acc = method.accelerator
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.main = self.acc.is_main_process
+        self.ckpt_dir = cell_dir / "checkpoints"
+        self.log_path = cell_dir / "log.jsonl"
+        self.selection = str(self.tcfg.selection)
+        self.best: dict = {"value": None, "step": None}
+        keep = data.train_label == 0 if not method.uses_labelled_anomalies else torch.ones_like(data.train_label,
+                                                                                               dtype=torch.bool)
+        self.tensors = {"x": data.train_x[keep], "label": data.train_label[keep]}
+        if self.acc.device.type == "cuda" and self.tcfg.data_on_device:
+            # Small datasets live on the GPU: batches are gathered there, no host-to-device copy per step.
+            self.tensors = {k: v.to(self.acc.device) for k, v in self.tensors.items()}
+        self.stream = BatchStream(self.tensors, schedule.global_batch, seed=int(cfg.seed))
+        self.total = method.planned_steps(schedule.total)
+        self.step = 0
+
+    # -- state -------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"step": self.step, "method": self.method.state_dict(), "batches": self.stream.state_dict(),
+                "rng": _all_gather_objects(self.acc, rng_state()), "world_size": self.world,
+                "selection": dict(self.best)}
+
+    def save(self) -> None:
+        state = self.state()  # a collective: every rank takes part
+        if self.main:
+            checkpoint.save(self.ckpt_dir, self.step, state, keep=int(self.tcfg.keep_checkpoints))
+        self.acc.wait_for_everyone()
+
+    def resume(self) -> bool:
+        last = checkpoint.latest(self.ckpt_dir)
+        if last is None:
+            return False
         state = checkpoint.load(last)
-        method.load_state_dict(state["method"])
-        stream.load_state_dict(state["batches"])
-        set_rng_state(state["rng"])
-        step = state["step"]
-    else:
-        method.on_train_start(tensors["x"])
+        self.method.load_state_dict(state["method"])
+        self.stream.load_state_dict(state["batches"])
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        if len(rngs) == self.world:
+            set_rng_state(rngs[self.rank])
+        else:  # resumed on another number of processes: the method's noise() does not depend on it, the rest may
+            warnings.warn(f"checkpoint {last} was written by {len(rngs)} process(es), this run has {self.world}: "
+                          f"global RNG streams restart from rank 0's state")
+            set_rng_state(rngs[0])
+        self.step = state["step"]
+        self.best = state.get("selection", self.best)
+        return True
 
-    def save():
-        checkpoint.save(ckpt_dir, step, {"step": step, "method": method.state_dict(), "batches": stream.state_dict(),
-                                         "rng": rng_state()}, keep=int(tcfg.keep_checkpoints))
+    # -- the loop ----------------------------------------------------------------------------------------
+    def run(self, progress: bool) -> None:
+        if not self.resume():
+            self.method.on_train_start(self.tensors["x"])
+        if self.selection != "last":
+            self._check_selection()
+        self.method.accumulate = self.sched.accumulate
+        from tqdm.auto import tqdm
 
-    from tqdm.auto import tqdm
+        bar = tqdm(total=self.total, initial=self.step, desc=self.cfg.cell.id, disable=not (progress and self.main),
+                   leave=False)
+        bad = torch.zeros((), dtype=torch.long, device=self.acc.device)  # first step with a non-finite loss, or 0
+        bad_losses: dict[str, torch.Tensor] = {}
+        log_sums: dict[str, torch.Tensor] = {}
+        log_count = 0
+        with PreemptionGuard() as guard:
+            while self.step < self.total:
+                losses = self._one_step()
+                self.step += 1
+                bar.update(1)
+                finite = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).isfinite().all()
+                first_bad = (bad == 0) & ~finite  # kept on the device: no host sync inside the step
+                bad = torch.where(first_bad, torch.full_like(bad, self.step), bad)
+                for k, v in losses.items():
+                    log_sums[k] = log_sums.get(k, 0) + v.detach().float()
+                    bad_losses.setdefault(k, torch.full((), float("nan"), device=self.acc.device))
+                    bad_losses[k] = torch.where(first_bad, v.detach().float(), bad_losses[k])
+                log_count += 1
+                at_end = self.step == self.total
+                if self.step % self.sched.sync_every == 0 or at_end:
+                    bad_step, signum = self._agree(bad, guard)
+                    if bad_step:
+                        which = ", ".join(f"{k}={float(v)}" for k, v in bad_losses.items())
+                        raise NonFiniteLoss(
+                            f"non-finite loss at step {bad_step} ({which}); lower the learning rate, use "
+                            f"trainer.precision=fp32, or check the inputs for NaNs")
+                else:
+                    signum = None
+                if self.step % int(self.tcfg.log_every) == 0 or at_end:
+                    self._log({k: v / log_count for k, v in log_sums.items()})
+                    log_sums, log_count = {}, 0
+                if self.selection != "last" and (self.step % self.sched.eval_every == 0 or at_end):
+                    self._validate()
+                if signum is not None:
+                    self.save()
+                    raise guard.preempted(signum, self.step)
+                if self.step % int(self.tcfg.checkpoint_every) == 0 or at_end:
+                    self.save()
+        bar.close()
+        if self.selection != "last" and self.best["step"] is not None and self.best["step"] != self.total:
+            best = checkpoint.latest(self.ckpt_dir / "best")
+            self.method.load_state_dict(checkpoint.load(best)["method"])
 
-    bar = tqdm(total=total, initial=step, desc=cfg.cell.id, disable=not progress, leave=False)
-    with open(cell_dir / "log.jsonl", "a") as log:
-        while step < total:
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(stream).items()}
-            losses = method.train_step(batch, step)
-            step += 1
-            check_finite(losses, step)
-            bar.update(1)
-            if step % int(tcfg.log_every) == 0 or step == total:
-                log.write(json.dumps({"step": step, **{k: float(v) for k, v in losses.items()}}) + "\n")
-                log.flush()
-            if step % int(tcfg.checkpoint_every) == 0 or step == total:
-                save()
-    bar.close()
-    return total
+    def _one_step(self) -> dict[str, torch.Tensor]:
+        idx = self.stream.next_indices()
+        losses: dict[str, torch.Tensor] = {}
+        for m in range(self.sched.accumulate):
+            lo, hi = self.sched.rows(m, self.rank, self.world)
+            rows = idx[lo:hi]
+            if self.tensors["x"].device != rows.device:
+                rows = rows.to(self.tensors["x"].device)
+            batch = {k: v[rows].to(self.acc.device, non_blocking=True) for k, v in self.tensors.items()}
+            self.method.begin_micro(m, self.step, lo, self.sched.global_batch)
+            out = self.method.train_step(batch, self.step)
+            for k, v in out.items():
+                losses[k] = losses.get(k, 0) + v.detach() / self.sched.accumulate
+        return losses
+
+    def _agree(self, bad: torch.Tensor, guard: PreemptionGuard) -> tuple[int, int | None]:
+        """(first non-finite step or 0, signal or None), the same on every rank: one small all-reduce."""
+        flags = torch.stack([bad.to(torch.long), torch.tensor(guard.signum or 0, device=bad.device)])
+        if self.world > 1:
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        bad_step, signum = (int(v) for v in flags.tolist())
+        return bad_step, (signum or None)
+
+    def _log(self, values: dict[str, torch.Tensor], **extra) -> None:
+        if self.world > 1 and values:  # the mean over ranks, so the log describes the global batch
+            keys = sorted(values)
+            t = torch.stack([torch.as_tensor(values[k], device=self.acc.device, dtype=torch.float32) for k in keys])
+            t = self.acc.reduce(t, reduction="mean")
+            values = dict(zip(keys, t))
+        if self.main:
+            line = {"step": self.step, **{k: float(v) for k, v in values.items()}, **extra}
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+
+    # -- model selection ---------------------------------------------------------------------------------
+    def _check_selection(self) -> None:
+        if self.selection == "val_auroc":
+            truth = self.data.val_truth
+            if len(truth) == 0 or truth.min() == truth.max():
+                raise ValueError(
+                    "trainer.selection=val_auroc needs a validation set with normal AND anomalous samples; set "
+                    "protocol.val_fraction (normals) and protocol.val_anomalies (anomalies), or use selection=last")
+        elif len(self.data.val_x) == 0 or (self.data.val_truth == 0).sum() == 0:
+            raise ValueError(f"trainer.selection={self.selection} needs validation normals; set protocol.val_fraction")
+
+    def _validate(self) -> None:
+        """Every rank scores the whole (small) validation set, so all ranks take the same decision."""
+        val_x, truth = self.data.val_x, self.data.val_truth.numpy()
+        values: dict[str, float] = {}
+        if truth.size and truth.min() != truth.max():
+            scores = score_batched(self.method, val_x, int(self.tcfg.eval_batch_size))
+            values["val_auroc"] = detection_metrics(truth, scores, None)["auroc"]
+        normals = val_x[self.data.val_truth == 0].to(self.acc.device)
+        values.update({k: float(v) for k, v in self.method.selection_scores(normals).items()})
+        if self.selection not in values:
+            raise ValueError(f"trainer.selection={self.selection!r} is not computed by method {self.method.name!r}; "
+                             f"available: last, {', '.join(sorted(values))}")
+        value = values[self.selection]
+        better = (self.best["value"] is None or (value > self.best["value"] if self.selection == "val_auroc"
+                                                 else value < self.best["value"]))
+        if better:
+            self.best = {"value": value, "step": self.step}
+            state = {"step": self.step, "method": self.method.state_dict()}  # collective under ZeRO: all ranks
+            if self.main:
+                checkpoint.save(self.ckpt_dir / "best", self.step, state, keep=1)
+            self.acc.wait_for_everyone()
+        if self.main:
+            epoch = self.step / self.sched.steps_per_epoch
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps({"step": self.step, "epoch": round(epoch, 3), **values}) + "\n")
 
 
 def score_batched(method: Method, x: torch.Tensor, batch_size: int) -> np.ndarray:
     device = method.accelerator.device
     out = [method.score(x[i : i + batch_size].to(device)).detach().float().cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros(0)
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
-    """Train (or resume) and score one cell; returns its metrics (also written to metrics.json)."""
-    t0 = time.time()
+def score_distributed(method: Method, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Each rank scores a contiguous part of ``x``; the parts are gathered so every rank has all scores in order."""
+    acc = method.accelerator
+    if acc.num_processes == 1:
+        return score_batched(method, x, batch_size)
+    bounds = np.linspace(0, len(x), acc.num_processes + 1).astype(int)
+    lo, hi = bounds[acc.process_index], bounds[acc.process_index + 1]
+    local = torch.from_numpy(score_batched(method, x[lo:hi], batch_size)).to(acc.device, torch.float32)
+    parts = acc.gather(acc.pad_across_processes(local, dim=0)).view(acc.num_processes, -1).cpu()
+    return torch.cat([parts[r, : bounds[r + 1] - bounds[r]] for r in range(acc.num_processes)]).numpy()
+
+
+def _strategy(tcfg: DictConfig) -> str:
+    if tcfg.strategy not in ("ddp", "deepspeed"):
+        raise ValueError(f"trainer.strategy={tcfg.strategy!r}; choose ddp or deepspeed")
+    return str(tcfg.strategy)
+
+
+def build(cfg: DictConfig, cell_dir: Path | None = None) -> tuple[Method, CellData, Schedule | None]:
+    """The accelerator, data and method of a cell, as every rank builds them."""
     seed_everything(int(cfg.seed))
     if cfg.trainer.num_threads is not None:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     accelerator = make_accelerator(cfg.trainer)
     data = prepare_cell_data(cfg)
-    info = DataInfo(kind=data.kind, shape=data.shape, n_train=len(data.train_x))
-    method = get_method(cfg.method.name)(cfg.method, info, accelerator, int(cfg.seed))
+    cls = get_method(cfg.method.name)
+    n_train = int((data.train_label == 0).sum()) if not cls.uses_labelled_anomalies else len(data.train_x)
+    schedule = Schedule(cfg.trainer, n_train, accelerator.num_processes) if cls.trainable else None
+    info = DataInfo(kind=data.kind, shape=data.shape, n_train=n_train,
+                    batch_size=schedule.global_batch if schedule else len(data.train_x),
+                    steps_per_epoch=schedule.steps_per_epoch if schedule else 0,
+                    total_steps=schedule.total if schedule else 0,
+                    strategy=_strategy(cfg.trainer), zero_stage=int(cfg.trainer.zero_stage),
+                    micro_batch=schedule.micro if schedule else 1, accumulate=schedule.accumulate if schedule else 1,
+                    precision=str(cfg.trainer.precision))
+    method = cls(cfg.method, info, accelerator, int(cfg.seed))
+    method.workdir = cell_dir
+    return method, data, schedule
+
+
+def write_reconstructions(method: Method, data: CellData, cell_dir: Path, n: int = 8) -> None:
+    """A few normal and anomalous test inputs with their reconstructions, for the report's picture grid."""
+    truth = data.test_truth.numpy()
+    rows = np.concatenate([np.flatnonzero(truth == 0)[:n], np.flatnonzero(truth == 1)[:n]])
+    if not len(rows):
+        return
+    x = data.test_x[rows].to(method.accelerator.device)
+    with torch.no_grad():
+        x_hat = method.reconstruct(x).float().cpu().numpy()
+    tmp = cell_dir / ".recon.tmp.npz"
+    np.savez_compressed(tmp, x=x.cpu().numpy(), x_hat=x_hat, truth=truth[rows])
+    os.replace(tmp, cell_dir / "recon.npz")
+
+
+def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
+    """Train (or resume) and score one cell; returns its metrics (rank 0 writes them to metrics.json)."""
+    t0 = time.time()
+    method, data, schedule = build(cfg, cell_dir)
+    accelerator = method.accelerator
     steps = None
+    selection = {"rule": "last"}
+    normals = data.train_x[data.train_label == 0]
     if method.trainable:
-        steps = train(method, data, cfg, cell_dir, progress)
+        trainer = Trainer(cfg, method, data, schedule, cell_dir)
+        trainer.run(progress)
+        steps = trainer.total
+        if trainer.selection != "last":
+            selection = {"rule": trainer.selection, "step": trainer.best["step"], "value": trainer.best["value"]}
+        else:
+            selection["step"] = steps
     else:
-        method.fit(data.train_x[data.train_label == 0])
-    scores = score_batched(method, data.test_x, int(cfg.trainer.eval_batch_size))
+        method.fit(normals)
+    method.on_train_end(normals)
+    scores = score_distributed(method, data.test_x, int(cfg.trainer.eval_batch_size))
     truth = data.test_truth.numpy()
     metrics = detection_metrics(truth, scores, data.top_k_percent)
-    store.write_scores(cell_dir, scores=scores, truth=truth, cls=data.test_cls.numpy())
     target = cfg.protocol.get("target_class")
+    precision = cfg.trainer.precision
     result = {
         "metrics": metrics,
         "cell": OmegaConf.to_container(cfg.cell, resolve=True),
@@ -152,26 +391,52 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
         "target_class_name": data.classes[int(target)] if target is not None and data.kind == "image" else None,
         "split": data.split.counts(),
         "steps": steps,
-        "selection": "last",
+        "selection": selection,
         "seed": int(cfg.seed),
         "wall_time_s": round(time.time() - t0, 3),
-        "hardware": hardware(accelerator.device, accelerator.num_processes, cfg.trainer.precision),
+        "hardware": {**hardware(accelerator.device, accelerator.num_processes, precision),
+                     "precision_effective": effective_precision(accelerator, precision),
+                     "global_batch": schedule.global_batch if schedule else None,
+                     "accumulate": schedule.accumulate if schedule else None},
+        "skipped_steps": dict(getattr(method, "skipped_steps", {})),
         "code": code_version(),
     }
-    store.write_json(cell_dir / "metrics.json", result)
+    if accelerator.is_main_process:
+        store.write_scores(cell_dir, scores=scores, truth=truth, cls=data.test_cls.numpy())
+        if hasattr(method, "reconstruct"):
+            write_reconstructions(method, data, cell_dir)
+        store.write_json(cell_dir / "metrics.json", result)
+    accelerator.wait_for_everyone()
     return result
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def run_cell(cell_dir: str | Path, progress: bool = False) -> dict:
-    """Run one cell folder to completion, recording its state; re-raises after recording a failure."""
+    """Run one cell folder to completion, recording its state (rank 0); re-raises after recording a failure.
+
+    A preemption is recorded as ``requeued`` (the checkpoint is saved) and re-raised as :class:`Preempted`.
+    """
     cell_dir = Path(cell_dir)
     cfg = store.read_cell_config(cell_dir)
-    store.write_status(cell_dir, store.RUNNING)
+    main = _rank() == 0
+    if main:
+        store.write_status(cell_dir, store.RUNNING)
     try:
         result = evaluate(cfg, cell_dir, progress)
-    except BaseException as e:
-        store.write_status(cell_dir, store.FAILED, reason=f"{type(e).__name__}: {e}",
-                           traceback=traceback.format_exc()[-6000:])
+    except Preempted as p:
+        if main:
+            store.write_status(cell_dir, store.REQUEUED, reason=str(p), step=p.step)
         raise
-    store.write_status(cell_dir, store.DONE, auroc=result["metrics"].get("auroc"), wall_time_s=result["wall_time_s"])
+    except BaseException as e:
+        # Any rank may be the one that failed: the first writer names its rank.
+        store.write_status(cell_dir, store.FAILED, reason=f"{type(e).__name__}: {e}"
+                           + (f" (rank {_rank()})" if "WORLD_SIZE" in os.environ and int(os.environ['WORLD_SIZE']) > 1
+                              else ""), traceback=traceback.format_exc()[-6000:])
+        raise
+    if main:
+        store.write_status(cell_dir, store.DONE, auroc=result["metrics"].get("auroc"),
+                           wall_time_s=result["wall_time_s"])
     return result

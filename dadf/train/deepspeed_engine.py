@@ -1,0 +1,56 @@
+"""``trainer.strategy=deepspeed``: one DeepSpeed engine per network.
+
+Accelerate prepares only one model under DeepSpeed, and a GAN's networks are not one model (the critic reads the
+generator's output; they step at different times), so each network gets its own ``deepspeed.initialize`` with
+ZeRO stage 0-2 over the same data-parallel group. Engines average gradients across ranks like DDP does, so the
+losses match the DDP path on the same data.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+PRECISION_KEYS = {"bf16": "bf16", "fp16": "fp16"}
+
+
+def ensure_process_group() -> None:
+    """DeepSpeed needs torch.distributed even on one process: a one-member gloo group on localhost then."""
+    if torch.distributed.is_initialized():
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+
+
+def config(micro_batch: int, accumulate: int, world: int, precision: str, zero_stage: int) -> dict:
+    if zero_stage not in (0, 1, 2):
+        raise ValueError(f"trainer.zero_stage={zero_stage}; dadf supports ZeRO stages 0, 1 and 2 (one engine per "
+                         f"network; stage 3 would shard parameters the other networks read)")
+    cfg = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": accumulate,
+        "train_batch_size": micro_batch * accumulate * world,
+        "zero_optimization": {"stage": zero_stage},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if precision in PRECISION_KEYS:
+        cfg[PRECISION_KEYS[precision]] = {"enabled": True}
+    return cfg
+
+
+def initialize(net: torch.nn.Module, optimizer: torch.optim.Optimizer, ds_config: dict):
+    try:
+        import deepspeed
+    except ImportError as e:
+        raise ImportError("trainer.strategy=deepspeed needs the deepspeed package: pip install deepspeed "
+                          "(or use trainer.strategy=ddp)") from e
+    ensure_process_group()
+    os.environ.setdefault("LOCAL_RANK", os.environ.get("LOCAL_RANK", "0"))
+    deepspeed.init_distributed(dist_backend=torch.distributed.get_backend(), auto_mpi_discovery=False,
+                               verbose=False)
+    engine, ds_optimizer, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, config=ds_config)
+    return engine, ds_optimizer

@@ -1,0 +1,70 @@
+"""Preemption: a signal sets a flag, the step loop saves at the next step boundary and stops.
+
+SLURM (``--signal=USR2@N``), submitit and ``scancel --signal=USR2`` send SIGUSR2; schedulers and ``kill`` send
+SIGTERM. Neither may interrupt a step or a save half-way, so the handler only records the signal. All ranks agree
+at the next step boundary (a max-reduce of the flag, so one rank's signal stops them all at the same step), the
+trainer saves a checkpoint and raises :class:`Preempted`. Whoever launched the cell decides what a preemption
+means: the local launcher marks the cell for retry, the submitit job hands the signal back to submitit
+(:meth:`Preempted.forward`), which calls the job's ``checkpoint()`` and requeues it.
+"""
+from __future__ import annotations
+
+import signal
+
+import torch
+
+SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+
+class Preempted(Exception):
+    """Training stopped at ``step`` after a checkpoint was saved, because of signal ``signum``."""
+
+    def __init__(self, signum: int, step: int, previous_handler=None):
+        self.signum, self.step, self.previous_handler = signum, step, previous_handler
+        super().__init__(f"preempted by {signal.Signals(signum).name} at step {step}; "
+                         f"the checkpoint of step {step} was saved and a rerun resumes from it")
+
+    def forward(self) -> None:
+        """Pass the signal to the handler that was installed before the trainer's (submitit's requeue handler)."""
+        if callable(self.previous_handler):
+            self.previous_handler(self.signum, None)
+
+
+class PreemptionGuard:
+    """Context manager: while inside, SIGUSR2/SIGTERM only set ``self.signum``; previous handlers come back after.
+
+    Installable only from the main thread (Python's rule for signal handlers); elsewhere it stays inert.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+
+    def __enter__(self) -> "PreemptionGuard":
+        try:
+            for s in SIGNALS:
+                self.previous[s] = signal.signal(s, self._handler)
+        except ValueError:  # not the main thread
+            self.previous.clear()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        self.previous.clear()
+
+    def agreed(self, accelerator) -> int | None:
+        """The signal any rank received, agreed by all ranks (a collective: call it at the same step on all)."""
+        if accelerator.num_processes == 1:
+            return self.signum
+        flag = torch.tensor([self.signum or 0], device=accelerator.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+    def preempted(self, signum: int, step: int) -> Preempted:
+        return Preempted(signum, step, self.previous.get(signum))
+

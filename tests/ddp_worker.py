@@ -1,0 +1,34 @@
+"""Run by tests under torchrun (or plain python): train one cell folder on this process's rank and dump what
+the rank ended with, so a test can compare ranks and world sizes.
+
+    torchrun --nproc_per_node 2 tests/ddp_worker.py <cell_dir> <out_dir>
+"""
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+
+def main(cell_dir: str, out_dir: str) -> None:
+    from dadf.grid import store
+    from dadf.train.loop import Trainer, build, score_distributed
+
+    cell = Path(cell_dir)
+    cfg = store.read_cell_config(cell)
+    method, data, schedule = build(cfg, cell)
+    acc = method.accelerator
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    assert acc.num_processes == world, (acc.num_processes, world)
+    trainer = Trainer(cfg, method, data, schedule, cell)
+    trainer.run(progress=False)
+    scores = score_distributed(method, data.test_x, 64)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"nets": method.state_dict()["nets"], "scores": torch.from_numpy(scores),
+                "world": acc.num_processes, "backend": str(torch.distributed.get_backend())
+                if torch.distributed.is_initialized() else None}, out / f"rank{acc.process_index}.pt")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
