@@ -29,6 +29,7 @@ class DataInfo:
     micro_batch: int = 64  # rows per process per micro-batch
     accumulate: int = 1
     precision: str = "fp32"
+    channels_last: bool = False  # networks (and the trainer's image batches) in channels_last memory format
 
 
 def method_params(cfg: DictConfig, defaults: type) -> object:
@@ -138,6 +139,8 @@ class TorchMethod(Method):
         from accelerate.utils import DistributedDataParallelKwargs
 
         net = net.to(self.accelerator.device)
+        if self.info.channels_last:
+            net = net.to(memory_format=torch.channels_last)
         opt = opt_factory(net.parameters())
         if self.info.strategy == "deepspeed":
             return self._add_engine(name, net, opt, sched_factory)

@@ -58,7 +58,8 @@ def make_accelerator(tcfg: DictConfig) -> Accelerator:
         # Accelerate picks gloo for CPU processes only when told it runs on CPU.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     AcceleratorState._reset_state()  # several cells in one process (debug launcher) may differ in precision
-    accelerator = Accelerator(cpu=cpu, mixed_precision=PRECISIONS[tcfg.precision])
+    accelerator = Accelerator(cpu=cpu, mixed_precision=PRECISIONS[tcfg.precision],
+                              dynamo_backend="inductor" if tcfg.compile else "no")
     if accelerator.num_processes != world:
         raise RuntimeError(
             f"this process sees {accelerator.num_processes} process(es) but WORLD_SIZE={world}: the processes do not "
@@ -237,6 +238,8 @@ class Trainer:
             if self.tensors["x"].device != rows.device:
                 rows = rows.to(self.tensors["x"].device)
             batch = {k: v[rows].to(self.acc.device, non_blocking=True) for k, v in self.tensors.items()}
+            if self.method.info.channels_last and batch["x"].dim() == 4:
+                batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
             self.method.begin_micro(m, self.step, lo, self.sched.global_batch)
             out = self.method.train_step(batch, self.step)
             for k, v in out.items():
@@ -340,7 +343,7 @@ def build(cfg: DictConfig, cell_dir: Path | None = None) -> tuple[Method, CellDa
                     total_steps=schedule.total if schedule else 0,
                     strategy=_strategy(cfg.trainer), zero_stage=int(cfg.trainer.zero_stage),
                     micro_batch=schedule.micro if schedule else 1, accumulate=schedule.accumulate if schedule else 1,
-                    precision=str(cfg.trainer.precision))
+                    precision=str(cfg.trainer.precision), channels_last=bool(cfg.trainer.channels_last))
     method = cls(cfg.method, info, accelerator, int(cfg.seed))
     method.workdir = cell_dir
     return method, data, schedule
