@@ -47,7 +47,8 @@ def worker(a: argparse.Namespace) -> None:
     micro = a.batch_size // world
     kind = "image" if len(shape) == 3 else "tabular"
     info = DataInfo(kind=kind, shape=shape, n_train=10_000, batch_size=a.batch_size, steps_per_epoch=100,
-                    total_steps=10_000, micro_batch=micro, precision=a.precision, channels_last=bool(a.channels_last))
+                    total_steps=10_000, micro_batch=micro, precision=a.precision, channels_last=bool(a.channels_last),
+                    strategy=a.strategy, zero_stage=a.zero_stage)
     mcfg = OmegaConf.load(REPO / "configs" / "method" / f"{a.method}.yaml")
     method = get_method(a.method)(mcfg, info, acc, 0)
     g = torch.Generator().manual_seed(acc.process_index)
@@ -76,7 +77,8 @@ def worker(a: argparse.Namespace) -> None:
             step(a.warmup + a.steps)
         flops = counter.get_total_flops()
     if acc.is_main_process:
-        row = {"method": a.method, "shape": a.shape, "procs": world, "precision": a.precision,
+        strategy = a.strategy + (f":{a.zero_stage}" if a.strategy == "deepspeed" else "")
+        row = {"method": a.method, "shape": a.shape, "procs": world, "strategy": strategy, "precision": a.precision,
                "compile": bool(a.compile), "channels_last": bool(a.channels_last), "global_batch": a.batch_size,
                "steps": a.steps, "s_per_step": seconds / a.steps,
                "samples_per_s": a.batch_size * a.steps / seconds,
@@ -89,10 +91,11 @@ def worker(a: argparse.Namespace) -> None:
         Path(a.result).write_text(json.dumps(row))
 
 
-def run_one(method: str, shape: str, procs: int, precision: str, compiled: int, cl: int, a) -> dict:
+def run_one(method: str, shape: str, procs: int, strategy: str, precision: str, compiled: int, cl: int, a) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "row.json"
-        args = ["--worker", "--method", method, "--shape", shape, "--precision", precision, "--compile", str(compiled),
+        name, _, stage = strategy.partition(":")
+        args = ["--worker", "--method", method, "--strategy", name, "--zero-stage", stage or "0", "--shape", shape, "--precision", precision, "--compile", str(compiled),
                 "--channels-last", str(cl), "--batch-size", str(a.batch_size), "--steps", str(a.steps),
                 "--warmup", str(a.warmup), "--threads", str(a.threads), "--result", str(result)]
         script = str(Path(__file__).resolve())
@@ -103,7 +106,7 @@ def run_one(method: str, shape: str, procs: int, precision: str, compiled: int, 
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
         if proc.returncode != 0 or not result.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return {"method": method, "shape": shape, "procs": procs, "precision": precision,
+            return {"method": method, "shape": shape, "procs": procs, "strategy": strategy, "precision": precision,
                     "compile": bool(compiled), "channels_last": bool(cl), "error": " | ".join(tail)}
         return json.loads(result.read_text())
 
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="all", help="comma-separated registered methods, or all (trainable ones)")
     p.add_argument("--shapes", default="1x28x28,3x32x32", help="sample shapes CxHxW (or D for tabular)")
     p.add_argument("--procs", default="1,2")
+    p.add_argument("--strategies", default="ddp", help="ddp and/or deepspeed:<zero stage>, e.g. ddp,deepspeed:2")
     p.add_argument("--precisions", default="fp32")
     p.add_argument("--compile", default="0")
     p.add_argument("--channels-last", default="0")
@@ -127,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--shape", help=argparse.SUPPRESS)
     p.add_argument("--precision", help=argparse.SUPPRESS)
+    p.add_argument("--strategy", default="ddp", help=argparse.SUPPRESS)
+    p.add_argument("--zero-stage", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -140,21 +146,24 @@ def main(argv: list[str] | None = None) -> int:
     for m in methods:
         get_method(m)  # unknown names fail here, listing the registered ones
     grid = itertools.product(methods, a.shapes.split(","), [int(v) for v in a.procs.split(",")],
-                             a.precisions.split(","), [int(v) for v in a.compile.split(",")],
+                             a.strategies.split(","), a.precisions.split(","), [int(v) for v in a.compile.split(",")],
                              [int(v) for v in a.channels_last.split(",")])
     rows = []
     print(f"global batch {a.batch_size}, {a.steps} timed steps after {a.warmup} warm-up, {a.threads} thread(s)/process")
-    print("| method | shape | procs | precision | compile | channels_last | samples/s | s/step | GFLOP/sample | MFU |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for method, shape, procs, precision, compiled, cl in grid:
-        row = run_one(method, shape, procs, precision, compiled, cl, a)
+    print("| method | shape | procs | strategy | precision | compile | channels_last | samples/s | s/step | GFLOP/sample "
+          "| MFU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for method, shape, procs, strategy, precision, compiled, cl in grid:
+        row = run_one(method, shape, procs, strategy, precision, compiled, cl, a)
         rows.append(row)
         if "error" in row:
-            print(f"| {method} | {shape} | {procs} | {precision} | {compiled} | {cl} | failed: {row['error'][:120]} |||")
+            print(f"| {method} | {shape} | {procs} | {strategy} | {precision} | {compiled} | {cl} | failed: "
+                  f"{row['error'][:120]} |||")
         else:
             gf = f"{row['gflop_per_sample']:.3f}" if row.get("gflop_per_sample") else "-"
             mfu = f"{row['mfu']:.1%}" if row.get("mfu") else "-"
-            print(f"| {method} | {shape} | {procs} | {precision} | {compiled} | {cl} | {row['samples_per_s']:,.0f} | "
+            print(f"| {method} | {shape} | {procs} | {strategy} | {precision} | {compiled} | {cl} | "
+                  f"{row['samples_per_s']:,.0f} | "
                   f"{row['s_per_step']:.4f} | {gf} | {mfu} |", flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
