@@ -1,0 +1,150 @@
+"""report.md per grid: the tables (with links to their Markdown/CSV/LaTeX), the plots, the state of every cell and
+the provenance of every result (code version and commit, config hash, split counts, seed, hardware, wall time,
+model-selection rule)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dadf.grid import store
+from dadf.grid.aggregate import BY_P, CellRecord, Table, row_average, row_average_std, to_markdown
+
+
+def _fmt(x, spec=".3f") -> str:
+    return "–" if x is None else format(x, spec) if isinstance(x, (int, float)) else str(x)
+
+
+def provenance_row(rec: CellRecord, metrics: list[str]) -> list[str]:
+    """One line of the provenance table: what produced this cell's numbers."""
+    res = rec.result or {}
+    split = res.get("split") or {}
+    hw = res.get("hardware") or {}
+    code = res.get("code") or {}
+    sel = res.get("selection") or {}
+
+    def counts(part):
+        s = split.get(part) or {}
+        return f"{s.get('normal', '?')}/{s.get('anomalous', '?')}" if s else "–"
+
+    state = rec.state + (f": {rec.reason}" if rec.state == store.FAILED and rec.reason else "")
+    link = f"[{rec.id}]({rec.id}/cell.yaml)" if rec.dir is not None and (rec.dir / "cell.yaml").exists() else rec.id
+    vals = [_fmt((res.get("metrics") or {}).get(m)) for m in metrics]
+    sel_text = f"{sel.get('rule', '?')}@{sel.get('step', '?')}" if sel else "–"
+    hw_text = (f"{hw.get('device', '?')}×{hw.get('num_processes', '?')} {hw.get('precision_effective', hw.get('precision', '?'))}"
+               if hw else "–")
+    code_text = f"{code.get('dadf', '?')} {str(code.get('git_commit', '?'))[:12]}" if code else "–"
+    return [link, state.replace("|", "/").replace("\n", " ")[:120], *vals, _fmt(rec.cell.get("seed"), "d"),
+            res.get("config_hash", "–"), counts("train"), counts("val"), counts("test"), _fmt(res.get("steps"), "d"),
+            sel_text, _fmt(res.get("wall_time_s"), ".1f"), hw_text, code_text]
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|",
+            *["| " + " | ".join(r) + " |" for r in rows]]
+
+
+def _grid_provenance(records: list[CellRecord]) -> list[str]:
+    done = [r.result for r in records if r.result]
+    if not done:
+        return ["No finished cell yet: no provenance to report."]
+
+    def distinct(fn):
+        return sorted({str(fn(r)) for r in done})
+
+    lines = [f"- dadf version / git commit: {', '.join(distinct(lambda r: (r.get('code') or {}).get('dadf')))} / "
+             f"{', '.join(distinct(lambda r: (r.get('code') or {}).get('git_commit')))}",
+             f"- hardware: {', '.join(distinct(lambda r: _hw(r)))}",
+             f"- model selection: {', '.join(distinct(lambda r: (r.get('selection') or {}).get('rule')))}",
+             f"- wall time: {sum(float(r.get('wall_time_s') or 0) for r in done):.1f} s over {len(done)} finished cells"]
+    if len(distinct(lambda r: (r.get("code") or {}).get("git_commit"))) > 1:
+        lines.append("- **warning**: the cells come from different commits; check the provenance table below.")
+    return lines
+
+
+def _hw(r: dict) -> str:
+    hw = r.get("hardware") or {}
+    return (f"{hw.get('device', '?')} ({hw.get('cpu', '')}{', ' + hw['gpu'] if hw.get('gpu') else ''}), "
+            f"{hw.get('num_processes', '?')} process(es), {hw.get('precision_effective', hw.get('precision', '?'))}, "
+            f"torch {hw.get('torch', '?')}")
+
+
+def p_series(tables: list[Table], metric: str) -> dict[str, list[tuple[float, float, float | None]]]:
+    """Per method: (p, row average, std over seeds) of each p row; published averages as '<method> paper' series."""
+    series = {}
+    for t in tables:
+        if t.layout != BY_P or metric not in t.metrics:
+            continue
+        name = t.title.split(": ", 1)[-1].split(",")[0]
+        pts = []
+        for r in t.rows:
+            avg, _ = row_average(t, r, metric)
+            if avg is not None and t.row_info[r]["p"] is not None:
+                pts.append((t.row_info[r]["p"], avg, row_average_std(t, r, metric)))
+        if pts:
+            series[name] = pts
+        published = [e for e in t.published_by_p(metric) if "avg" in e.values]
+        if published:
+            series[f"{name} paper ({published[0].source})"] = sorted({(e.p, e.values["avg"], None) for e in published})
+    return series
+
+
+def write_report(grid_dir: Path, grid: str, records: list[CellRecord], tables: list[Table],
+                 plots: bool = False) -> Path:
+    grid_dir = Path(grid_dir)
+    metrics = tables[0].metrics
+    states = {}
+    for r in records:
+        states[r.state] = states.get(r.state, 0) + 1
+    lines = [f"# {grid}", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {grid_dir.resolve()}. "
+             f"Cells: {len(records)} ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))}).", "",
+             "Tables: [Markdown](table.md) · [CSV](table.csv) · [LaTeX (booktabs)](table.tex)", ""]
+    if set(states) != {store.DONE}:
+        lines += ["**Partial grid**: unfinished and failed cells are shown in the tables with their state; "
+                  "averages over them carry a *.", ""]
+    lines += ["## Results", ""] + [to_markdown(t) for t in tables]
+
+    grid_plots = {}
+    if plots and any(t.layout == BY_P for t in tables):
+        from dadf.grid.plots import plot_by_p
+
+        for m in metrics:
+            series = p_series(tables, m)
+            if series:
+                grid_plots[m] = plot_by_p(series, grid_dir / "plots" / f"{m}_vs_p.png", f"{grid}: {m.upper()} vs p")
+    if any(t.layout == BY_P for t in tables):
+        lines += ["## AUROC against p", ""]
+        lines += ([f"![{m} vs p]({p.relative_to(grid_dir)})" for m, p in grid_plots.items()]
+                  or ["(not drawn: run `python jobs/aggregate.py <grid folder> --plots`)"])
+        lines.append("")
+
+    cell_pngs = {}
+    if plots:
+        from dadf.grid.plots import cell_plots
+
+        for r in records:
+            if r.state == store.DONE and r.dir is not None:
+                cell_pngs[r.id] = cell_plots(r.dir, r.id)
+    else:  # link the ones drawn earlier
+        for r in records:
+            if r.dir is not None and (r.dir / "plots").is_dir():
+                cell_pngs[r.id] = {p.stem: p for p in sorted((r.dir / "plots").glob("*.png"))}
+    lines += ["## Cells and provenance", "",
+              "Split counts are normal/anomalous. Selection is the model-selection rule and the step it kept.", ""]
+    head = ["cell", "state", *metrics, "seed", "config hash", "train", "val", "test", "steps", "selection",
+            "wall s", "hardware", "code"]
+    lines += _md_table(head, [provenance_row(r, metrics) for r in records])
+    lines += ["", "### Grid provenance", "", *_grid_provenance(records), ""]
+    if any(cell_pngs.values()):
+        lines += ["## Plots per cell", ""]
+        for cid, pngs in cell_pngs.items():
+            if pngs:
+                links = " · ".join(f"[{k}]({p.relative_to(grid_dir)})" for k, p in pngs.items())
+                lines.append(f"- {cid}: {links}")
+        lines.append("")
+    elif not plots:
+        lines += ["Per-cell plots (ROC, score histograms, reconstructions, training curves): "
+                  "`python jobs/aggregate.py <grid folder> --plots`.", ""]
+    path = grid_dir / "report.md"
+    store.atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
