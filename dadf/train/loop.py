@@ -289,7 +289,9 @@ class Trainer:
             raise ValueError(f"trainer.selection={self.selection!r} is not computed by method {self.method.name!r}; "
                              f"available: last, {', '.join(sorted(values))}")
         value = values[self.selection]
-        better = (self.best["value"] is None or (value > self.best["value"] if self.selection == "val_auroc"
+        # The papers select only after a warm-up (AMA: epoch 20, simplex AE: epoch 60); earlier states are logged.
+        eligible = self.step >= float(self.tcfg.select_after) * self.sched.steps_per_epoch
+        better = eligible and (self.best["value"] is None or (value > self.best["value"] if self.selection == "val_auroc"
                                                  else value < self.best["value"]))
         if better:
             self.best = {"value": value, "step": self.step}

@@ -1,0 +1,431 @@
+"""AMA, the Adversarial Mirrored AutoEncoder (papers/ama.txt + ama-supplementary.txt). docs/ama.md has the details.
+
+One optimiser step on a batch x (normals; under ``semisup`` also labelled anomalies):
+    E, G forward once (with grad): e = E(x), x̂ = G(e), x̂_inter = G(Σ α_i e_i), x̂_neg = G(z_neg)
+    critic_steps x: critic maximises  L_normal − λ_neg L_neg   on the detached fakes (E, G are fixed meanwhile, so
+                    the fakes need not be recomputed: the authors' loop recomputes G(E(x)) twice per critic step)
+    E, G minimise  L_normal − λ_neg L_neg + λ_reg ‖E(x)‖   through the frozen, updated critic
+with L_normal = E[D(x,x) − D(x,x̂)] + λ_inter E[D(x,x) − D(x,x̂_inter)] and L_neg = E_neg[D(x,x) − D(x,x̂_neg)].
+Scores: R(x) = ‖f(x,x) − f(x,G(E(x)))‖₁ (f = the critic's penultimate features); A-score = −log N(R; μ, σ²) with
+(μ, σ) fitted on the normal training R-scores (−log density ranks exactly like the paper's −density, without
+underflow to ties).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from dadf.methods.base import TorchMethod, method_params
+from dadf.methods.registry import register
+from dadf.nets.gan import build_autoencoder_gan
+
+ATYPICAL_MODES = ("shell", "scale", "sipple", "none")
+INTERPOLATIONS = ("simplex", "berthelot", "mixup", "none")
+# Rows of AMA Table 1 (bottom) and supplementary Tables 3, 5, 6 and Fig. 1, as switch settings, so a grid axis
+# ``method.ablation`` runs them one at a time.
+ABLATIONS = {
+    "none": {},
+    "no_mirrored": {"mirrored": False},
+    "no_simplex": {"interpolation": "none"},
+    "no_atypical": {"atypical_mode": "none"},
+    "r_score": {"score": "r_score"},
+    "sipple": {"atypical_mode": "sipple"},
+    "sipple_no_interp": {"atypical_mode": "sipple", "interpolation": "none"},
+    "wass_l2": {"mirrored": False, "l2_weight": 1.0},
+    "berthelot": {"interpolation": "berthelot"},
+    "mixup": {"interpolation": "mixup"},
+}
+
+
+@dataclasses.dataclass
+class AMAParams:
+    arch: str = "auto"  # auto | resnet32 | grey28 | mlp (nets by data shape: dadf/nets/gan.py)
+    z_dim: int | None = None  # None: the paper's (128 resnet32, 64 grey28, preset for mlp)
+    lipschitz: str = "auto"  # sn | gp | sn+gp; auto: sn for resnet32 (supp. Table 1), gp for the others
+    gp_weight: float = 10.0
+    critic_steps: int = 5
+    lr: float = 3.0e-4
+    betas_gd: tuple[float, float] = (0.0, 0.9)  # generator and critic
+    betas_e: tuple[float, float] = (0.5, 0.9)  # encoder
+    lr_milestones: tuple[int, ...] = (30, 60, 90)  # epochs where the LR is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    lambda_reg: float = 1.0
+    lambda_inter: float = 0.5
+    lambda_neg: float = 5.0
+    mirrored: bool = True  # false: plain Wasserstein, the critic sees x̂ alone (Table 1 "w/o mirrored loss")
+    l2_weight: float = 0.0  # > 0: add an L2 reconstruction loss (supp. Table 5 "Wass. loss + L2")
+    interpolation: str = "simplex"  # simplex (k points) | berthelot (2 points) | mixup (image space) | none
+    simplex_k: int = 3
+    interp_trains_autoencoder: bool = True  # authors' code: false (x̂_inter detached, only the critic learns)
+    atypical_mode: str = "shell"  # shell (paper) | scale (authors' code) | sipple (cube at the origin) | none
+    atypical_direction: str = "outward"  # inward (CIFAR-10) | outward (SVHN, MNIST, FMNIST)
+    atypical_delta: float = 0.5
+    atypical_fraction: float = 0.1  # share of each batch replaced by synthetic negatives
+    atypical_start_epoch: int = 11  # 1-based: epochs 1-10 see only normals
+    sipple_half_width: float = 1.0  # sipple: the cube [-h, h]^d
+    real_negatives: bool = True  # semisup: labelled anomalies are the negatives (atypical selection if none)
+    score: str = "a_score"  # a_score | r_score (Table 1 ablation)
+    recompute_fakes: bool = False  # the authors' cost: G(E(x)) recomputed twice per critic step (same maths)
+    ablation: str = "none"  # a named row of the papers' ablation tables: sets the switches in ABLATIONS
+
+    def __post_init__(self):
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"method option ablation={self.ablation!r}; choose one of {list(ABLATIONS)}")
+        for key, value in ABLATIONS[self.ablation].items():
+            setattr(self, key, value)
+        checks = {"atypical_mode": ATYPICAL_MODES, "interpolation": INTERPOLATIONS,
+                  "atypical_direction": ("inward", "outward"), "score": ("a_score", "r_score"),
+                  "lipschitz": ("auto", "sn", "gp", "sn+gp")}
+        for key, valid in checks.items():
+            if getattr(self, key) not in valid:
+                raise ValueError(f"method option {key}={getattr(self, key)!r}; choose one of {list(valid)}")
+        if self.interpolation == "simplex" and self.simplex_k < 2:
+            raise ValueError(f"simplex_k={self.simplex_k}: a simplex needs at least 2 points")
+        if not 0 <= self.atypical_fraction < 1:
+            raise ValueError(f"atypical_fraction={self.atypical_fraction} must lie in [0, 1)")
+        self.betas_gd, self.betas_e = tuple(self.betas_gd), tuple(self.betas_e)
+        self.lr_milestones = tuple(self.lr_milestones)
+
+
+# ----------------------------------------------------------------------------------- shared maths (tested)
+def simplex_weights(u: torch.Tensor, k: int, *, two_point_paper: bool = False) -> torch.Tensor:
+    """Weights (N, k) on the simplex from uniforms ``u`` (N, k) in [0, 1): α_i ~ U(0, 0.5) normalised by their
+    sum (AMA). ``two_point_paper``: k = 2 as the simplex paper writes it, (α, 1 − α) with α ~ U(0, 0.5)."""
+    if two_point_paper and k == 2:
+        a = 0.5 * u[:, :1]
+        return torch.cat([a, 1 - a], dim=1)
+    a = 0.5 * u[:, :k] + 1e-6  # U(0, 0.5]; the epsilon keeps the sum away from 0
+    return a / a.sum(1, keepdim=True)
+
+
+def partner_indices(noise: torch.Tensor) -> torch.Tensor:
+    """(N, k) row indices: column 0 is the row itself, the others random permutations of the rows (one per column
+    of ``noise`` (N, k-1)): each row is interpolated with k-1 random other rows of its batch."""
+    n = noise.shape[0]
+    cols = [torch.arange(n, device=noise.device)] + [noise[:, j].argsort() for j in range(noise.shape[1])]
+    return torch.stack(cols, dim=1)
+
+
+def atypical_codes(e: torch.Tensor, u: torch.Tensor, mode: str, direction: str, delta: float,
+                   half_width: float = 1.0) -> torch.Tensor:
+    """Synthetic negative codes from normal codes ``e`` (N, d) and uniforms ``u`` (N, d) in [0, 1).
+
+    shell: radius uniform in [√d − δ, √d] (inward) or [√d, √d + δ] (outward) on the ray through e (paper Fig. 3);
+    scale: e·α (inward) or e/α (outward), α ~ U(0, 0.5) (authors' code); sipple: uniform in the cube [-h, h]^d."""
+    d = e.shape[1]
+    if mode == "sipple":
+        return (2 * u - 1) * half_width
+    a = u[:, :1]
+    if mode == "shell":
+        lo = math.sqrt(d) - delta if direction == "inward" else math.sqrt(d)
+        radius = lo + delta * a
+        return e / e.norm(dim=1, keepdim=True).clamp_min(1e-12) * radius
+    if mode == "scale":
+        alpha = 0.5 * a + 1e-6
+        return e * alpha if direction == "inward" else e / alpha
+    raise ValueError(f"atypical mode {mode!r} makes no codes")
+
+
+def negative_rows(lo: int, n: int, fraction: float) -> list[int]:
+    """Local rows (of a micro-batch whose first row is global row ``lo``) that become negatives: global row g is
+    one when ⌊(g+1)f⌋ > ⌊g f⌋, so a fraction f of every global batch, spread evenly, whatever the process count."""
+    return [i for i in range(n) if math.floor((lo + i + 1) * fraction) > math.floor((lo + i) * fraction)]
+
+
+def wmean(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean of ``v`` weighted by the 0/1 mask ``w`` (0 when the mask is empty), without a host sync."""
+    return (v * w).sum() / w.sum().clamp_min(1.0)
+
+
+def gradient_penalty(critic, x: torch.Tensor, y_real: torch.Tensor, y_fake: torch.Tensor,
+                     u: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al.) on pairs: ‖∇_{(x, y)} D(x, y)‖ at y between y_real and y_fake should be 1."""
+    shape = (len(x),) + (1,) * (x.dim() - 1)
+    y0 = (u.view(shape) * y_real + (1 - u.view(shape)) * y_fake).detach().requires_grad_(True)
+    x0 = x.detach().requires_grad_(True)
+    # Non-leaf inputs: torch.utils.flop_counter (the benchmark) cannot hook autograd.grad on leaves.
+    xx, y = x0 * 1, y0 * 1
+    out = critic(xx, y)
+    gx, gy = torch.autograd.grad(out.sum(), [xx, y], create_graph=True)
+    norm = torch.cat([gx.flatten(1), gy.flatten(1)], dim=1).norm(dim=1)
+    return (norm - 1).pow(2).mean()
+
+
+def fit_gaussian(r: torch.Tensor) -> tuple[float, float]:
+    """MLE normal fit (mean, std) of R-scores."""
+    r = r.double()
+    return float(r.mean()), float(r.std(unbiased=False).clamp_min(1e-12))
+
+
+def neg_log_density(r: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """−log N(r; mean, std²): higher = less likely under the normals' R-scores (ranks like −density)."""
+    return 0.5 * ((r.double() - mean) / std).pow(2) + math.log(std) + 0.5 * math.log(2 * math.pi)
+
+
+class EncoderGenerator(nn.Module):
+    """E and G in one module, so one DDP wrapper and one forward produce every fake of a step."""
+
+    def __init__(self, encoder: nn.Module, generator: nn.Module):
+        super().__init__()
+        self.encoder, self.generator = encoder, generator
+
+    def forward(self, x, mix_idx=None, mix_w=None, neg_fn=None, x_mix=None):
+        """Returns {"e", "x_hat"} and, when asked, "x_inter" (codes mixed by ``mix_idx``/``mix_w``, or the
+        reconstruction of the image-space mix ``x_mix``) and "x_neg" (G of ``neg_fn(e.detach())``)."""
+        n = len(x)
+        e_all = self.encoder(x if x_mix is None else torch.cat([x, x_mix]))
+        e = e_all[:n]
+        codes, out = [e], {"e": e}
+        if x_mix is not None:
+            codes.append(e_all[n:])
+        elif mix_idx is not None:
+            codes.append((e[mix_idx] * mix_w.unsqueeze(-1)).sum(1))
+        if neg_fn is not None:
+            codes.append(neg_fn(e.detach()))
+        y = self.generator(torch.cat(codes))  # one generator pass for every code of the step
+        out["x_hat"] = y[:n]
+        i = n
+        if len(codes) > 1 and (x_mix is not None or mix_idx is not None):
+            out["x_inter"] = y[i : i + n]
+            i += n
+        if neg_fn is not None:
+            out["x_neg"] = y[i:]
+        return out
+
+
+@register("ama")
+class AMA(TorchMethod):
+    uses_labelled_anomalies = True  # semisup: real anomalies are negatives; other protocols give only normals
+
+    def __init__(self, cfg, info, accelerator, seed):
+        super().__init__(cfg, info, accelerator, seed)
+        p = self.params = method_params(cfg, AMAParams)
+        nets = build_autoencoder_gan(info.shape, info.kind, arch=p.arch, z_dim=p.z_dim, sn=False)
+        self.arch, self.z_dim = nets.arch, nets.z_dim
+        lip = p.lipschitz if p.lipschitz != "auto" else ("sn" if nets.arch == "resnet32" else "gp")
+        self.use_sn, self.use_gp = "sn" in lip, "gp" in lip
+        critic = build_autoencoder_gan(info.shape, info.kind, arch=nets.arch, z_dim=nets.z_dim,
+                                       sn=self.use_sn).critic if self.use_sn else nets.critic
+        eg = EncoderGenerator(nets.encoder, nets.generator)
+        milestones = [m * info.steps_per_epoch for m in p.lr_milestones]
+
+        def sched(opt):
+            return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=p.lr_gamma)
+
+        def eg_opt(_):
+            return torch.optim.Adam([{"params": eg.encoder.parameters(), "betas": p.betas_e},
+                                     {"params": eg.generator.parameters(), "betas": p.betas_gd}], lr=p.lr)
+
+        self.eg = self.add("eg", eg, eg_opt, sched)
+        # The critic sees several pair batches per forward pass; no BatchNorm, own buffers (spectral norm's u).
+        self.critic = self.add("critic", critic, lambda ps: torch.optim.Adam(ps, lr=p.lr, betas=p.betas_gd), sched,
+                               broadcast_buffers=False)
+        self.atypical_start = (p.atypical_start_epoch - 1) * info.steps_per_epoch
+        self.has_real_negatives = False
+        self.gaussian: tuple[float, float] | None = None
+        self.last_extra_scores: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------------------------------ training
+    def _update_detection(self, batch, step):
+        """Whether this run has labelled anomalies (semisup): looked for in the batches of the first
+        ``atypical_start`` steps (one host sync per step, only then); stored in extra_state for resume."""
+        p = self.params
+        if (p.real_negatives and not self.has_real_negatives and "label" in batch
+                and step < max(self.atypical_start, 1)):
+            self.has_real_negatives = bool((batch["label"] == 1).any())
+
+    def _fakes(self, x, step, neg_rows, mode):
+        p, n = self.params, len(x)
+        kwargs = {}
+        if p.interpolation in ("simplex", "berthelot"):
+            k = p.simplex_k if p.interpolation == "simplex" else 2
+            kwargs["mix_idx"] = partner_indices(self.noise(n, k - 1, kind="uniform"))
+            u = self.noise(n, k, kind="uniform")
+            if p.interpolation == "simplex":
+                kwargs["mix_w"] = simplex_weights(u, k)
+            else:  # Berthelot et al.: α ~ U(0, 0.5) towards the partner, the rest on the row itself
+                a = 0.5 * u[:, :1]
+                kwargs["mix_w"] = torch.cat([1 - a, a], dim=1)
+        elif p.interpolation == "mixup":
+            idx = partner_indices(self.noise(n, 1, kind="uniform"))
+            a = (0.5 * self.noise(n, 1, kind="uniform")).view(-1, *([1] * (x.dim() - 1)))
+            kwargs["x_mix"] = (1 - a) * x + a * x[idx[:, 1]]  # MixUp in image space, then reconstructed
+            kwargs["mix_idx"] = idx  # (for the validity mask only)
+        if mode == "synthetic":
+            u = self.noise(n, self.z_dim, kind="uniform")
+            rows = torch.tensor(neg_rows, dtype=torch.long, device=x.device)
+            kwargs["neg_fn"] = lambda e: atypical_codes(e[rows], u[rows], p.atypical_mode, p.atypical_direction,
+                                                        p.atypical_delta, p.sipple_half_width)
+        return kwargs
+
+    def _pairs(self, x, out, normal, valid, rows, real_neg):
+        """The critic's inputs in one batch: (x,x) | (x,x̂) | (x_1,x̂_inter) | (x_neg,x̂_neg); returns the pair
+        tensors and the slices of each part."""
+        p = self.params
+        left, right, parts = [x, x], [x, out["x_hat"]], {"real": slice(0, len(x)), "rec": slice(len(x), 2 * len(x))}
+        if not p.mirrored:  # plain Wasserstein: the critic judges x̂ alone (a pair of copies keeps one network)
+            left = [x, out["x_hat"]]
+        i = 2 * len(x)
+        if "x_inter" in out:
+            left.append(x if p.mirrored else out["x_inter"])
+            right.append(out["x_inter"])
+            parts["inter"] = slice(i, i + len(x))
+            i += len(x)
+        if "x_neg" in out:
+            xn = x[rows]
+            left.append(xn if p.mirrored else out["x_neg"])
+            right.append(out["x_neg"])
+            parts["neg"] = slice(i, i + len(xn))
+        return torch.cat(left), torch.cat(right), parts
+
+    def _objective(self, d, parts, normal, valid, rows, neg_mask):
+        """L_normal − λ_neg L_neg from critic outputs ``d`` (the critic maximises it, E and G minimise it)."""
+        p = self.params
+        real, rec = d[parts["real"]], d[parts["rec"]]
+        terms = {"w_rec": wmean(real - rec, normal)}
+        obj = terms["w_rec"]
+        if "inter" in parts:
+            terms["w_inter"] = wmean(real - d[parts["inter"]], valid)
+            obj = obj + p.lambda_inter * terms["w_inter"]
+        neg = []
+        if "neg" in parts:  # synthetic negatives: (x_j, G(z_neg)) with z_neg from x_j's code
+            neg.append((real[rows] - d[parts["neg"]]).mean())
+        if neg_mask is not None and p.real_negatives:  # labelled anomalies: (x_a, G(E(x_a)))
+            neg.append(wmean(real - rec, neg_mask))
+        if neg:
+            terms["w_neg"] = sum(neg)
+            obj = obj - p.lambda_neg * terms["w_neg"]
+        return obj, terms
+
+    def prepare(self, batch, step) -> dict:
+        """The step's context: rows that are normals / synthetic negatives / labelled anomalies and the random
+        draws of the fakes (all from ``noise``: a pure function of seed and step, so a resume repeats them)."""
+        p = self.params
+        x = batch["x"]
+        n = len(x)
+        self._update_detection(batch, step)
+        # Rows labelled anomalous (semisup) are never normals; they are negatives unless real_negatives=false.
+        neg_mask = (batch["label"] == 1).float() if "label" in batch else None
+        normal = 1 - neg_mask if neg_mask is not None else torch.ones(n, device=x.device)
+        synthetic = (p.atypical_mode != "none" and step >= self.atypical_start and not self.has_real_negatives)
+        rows = negative_rows(self.batch_lo, n, p.atypical_fraction) if synthetic else []
+        if rows:
+            normal = normal.clone()
+            normal[rows] = 0
+        kwargs = self._fakes(x, step, rows, "synthetic" if rows else "none")
+        valid = normal
+        if "mix_idx" in kwargs:  # an interpolation counts only if all its vertices are normals
+            valid = normal[kwargs["mix_idx"]].prod(1)
+        return {"x": x, "normal": normal, "valid": valid, "rows": rows, "neg_mask": neg_mask, "kwargs": kwargs}
+
+    def critic_loss(self, ctx, fakes, critic) -> tuple[torch.Tensor, dict]:
+        """−(L_normal − λ_neg L_neg) (+ gradient penalty) on detached fakes: only the critic gets gradient."""
+        p, x = self.params, ctx["x"]
+        fakes = {k: v.detach() for k, v in fakes.items()}
+        left, right, parts = self._pairs(x, fakes, ctx["normal"], ctx["valid"], ctx["rows"], ctx["neg_mask"])
+        obj, terms = self._objective(critic(left, right), parts, ctx["normal"], ctx["valid"], ctx["rows"],
+                                     ctx["neg_mask"])
+        loss = -obj
+        if self.use_gp:
+            gp = gradient_penalty(critic, x, x, fakes["x_hat"], self.noise(len(x), kind="uniform"))
+            loss = loss + p.gp_weight * gp
+            terms["gp"] = gp
+        return loss, terms
+
+    def eg_loss(self, ctx, out, critic) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_normal − λ_neg L_neg + λ_reg ‖E(x)‖ (+ L2) for E and G through ``critic`` (frozen by the caller);
+        x̂_inter is detached when interp_trains_autoencoder is false. Returns (loss, regulariser)."""
+        p, x, normal = self.params, ctx["x"], ctx["normal"]
+        out = dict(out)
+        if not p.interp_trains_autoencoder and "x_inter" in out:
+            out["x_inter"] = out["x_inter"].detach()
+        left, right, parts = self._pairs(x, out, normal, ctx["valid"], ctx["rows"], ctx["neg_mask"])
+        obj, _ = self._objective(critic(left, right), parts, normal, ctx["valid"], ctx["rows"], ctx["neg_mask"])
+        reg = wmean(out["e"].norm(dim=1), normal)
+        loss = obj + p.lambda_reg * reg
+        if p.l2_weight > 0:
+            loss = loss + p.l2_weight * wmean((out["x_hat"] - x).pow(2).flatten(1).mean(1), normal)
+        return loss, reg
+
+    def train_step(self, batch, step):
+        p = self.params
+        ctx = self.prepare(batch, step)
+        x = ctx["x"]
+        out = self.eg(x, **ctx["kwargs"])  # with grad: reused by the E/G update after the critic steps
+        logs = {}
+        for _ in range(p.critic_steps):
+            if p.recompute_fakes:  # the authors' cost, for the FLOP comparison: same values, twice per step
+                with torch.no_grad():
+                    self.eg(x)
+                    self.eg(x)
+            loss_d, terms = self.critic_loss(ctx, out, self.critic)
+            self.update("critic", loss_d)
+            logs = {k: v.detach() for k, v in terms.items()}
+        with self.frozen("critic") as critic:
+            loss_eg, reg = self.eg_loss(ctx, out, critic)
+        self.update("eg", loss_eg)
+        if self.micro == self.accumulate - 1:
+            for s in self.scheds.values():
+                s.step()
+        return {"eg": loss_eg.detach(), "reg": reg.detach(), **logs}
+
+    # ------------------------------------------------------------------------------------------- scoring
+    def reconstruct(self, x):
+        with self.evaluating():
+            return self.eg(x)["x_hat"]
+
+    def r_score(self, x: torch.Tensor) -> torch.Tensor:
+        """‖f(x, x) − f(x, G(E(x)))‖₁ with f the critic's penultimate features (both pairs of copies when the
+        loss is not mirrored)."""
+        with self.evaluating():
+            critic = self._module(self.nets["critic"])
+            x_hat = self._module(self.nets["eg"])(x)["x_hat"]
+            ref = critic.features(x, x)
+            rec = critic.features(x, x_hat) if self.params.mirrored else critic.features(x_hat, x_hat)
+            return (ref - rec).abs().flatten(1).sum(1).float()
+
+    def score(self, x):
+        r = self.r_score(x)
+        a = neg_log_density(r, *self.gaussian).float() if self.gaussian is not None else None
+        self.last_extra_scores = {"r_score": r.cpu(), **({"a_score": a.cpu()} if a is not None else {})}
+        if self._collecting:
+            self._collected.append(self.last_extra_scores)
+            self._write_extra_scores()
+        if self.params.score == "a_score" and a is not None:
+            return a
+        return r
+
+    _collecting = False
+    _collected: list = []
+
+    def on_train_end(self, train_x):
+        rs = torch.cat([self.r_score(train_x[i : i + 512].to(self.accelerator.device)).cpu()
+                        for i in range(0, len(train_x), 512)])
+        self.gaussian = fit_gaussian(rs)
+        # Every score() call from here on scores the test set in order: both scores go to scores_extra.npz.
+        self._collecting, self._collected = self.workdir is not None, []
+
+    def _write_extra_scores(self):
+        if not self.accelerator.is_main_process:
+            return
+        import os
+
+        out = {k: torch.cat([c[k] for c in self._collected]).numpy() for k in self._collected[0]}
+        out["gaussian"] = np.asarray(self.gaussian if self.gaussian else (np.nan, np.nan))
+        tmp = self.workdir / ".scores_extra.tmp.npz"
+        np.savez_compressed(tmp, **out)
+        os.replace(tmp, self.workdir / "scores_extra.npz")
+
+    def selection_scores(self, val_x):
+        return {"feature_loss": float(self.r_score(val_x).mean())}
+
+    def extra_state(self):
+        return {"has_real_negatives": self.has_real_negatives, "gaussian": self.gaussian}
+
+    def load_extra_state(self, state):
+        self.has_real_negatives = bool(state.get("has_real_negatives", False))
+        self.gaussian = state.get("gaussian")

@@ -1,0 +1,145 @@
+"""Mirrored autoencoder with simplex interpolation (papers/mirrored-ae-simplex-interpolation.txt; docs/ama.md).
+
+Two critics: D_recon, a mirrored Wasserstein critic on (x, x) vs (x, x̂) as in AMA, and D_inter, which regresses
+1 − α_i from (x_i, x̂_inter) for each vertex i of an n-point simplex (squared error). E and G minimise
+−D_recon(x, x̂) + max(‖E(x)‖ − √d, 0) + λ Σ_i α_i ‖D_inter(x_i, x̂_inter)‖². Score: R(x) from D_recon's features.
+Unsupervised model selection: ``trainer.selection=feature_loss`` (mean R-score of validation normals; +inf before
+``selection_start_epoch``, so only later epochs can win).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from dadf.methods.ama import EncoderGenerator, gradient_penalty, partner_indices, simplex_weights
+from dadf.methods.base import TorchMethod, method_params
+from dadf.methods.registry import register
+from dadf.nets.gan import build_autoencoder_gan, build_critic, mlp_widths
+
+# Simplex supp. Tables 3-5 by feature count: (lr, λ, optimiser). Batch size and epochs are trainer values.
+TABULAR_HPARAMS = {121: (1e-4, 0.5, "adam"), 274: (2e-4, 0.3, "adam"), 6: (2e-5, 1.2, "sgd")}
+
+
+@dataclasses.dataclass
+class SimplexParams:
+    arch: str = "auto"  # auto | resnet32 | grey28 | mlp
+    z_dim: int | None = None
+    simplex_n: int = 3  # 2: Berthelot-style 2-point interpolation (the ablation)
+    lambda_inter: float | None = None  # None: 0.5 (images) or the tabular preset
+    lr: float | None = None  # None: 3e-4 (32x32), 1e-4 (28x28), the tabular preset
+    optimizer: str = "auto"  # adam | sgd (momentum 0.5, thyroid); auto: the preset
+    betas_gd: tuple[float, float] = (0.0, 0.999)
+    betas_e: tuple[float, float] = (0.5, 0.999)
+    critic_steps: int = 5  # "tfd" of the supplementary's algorithm (its value is not given: AMA's code uses 5)
+    lipschitz: str = "auto"  # D_recon: sn | gp | sn+gp; auto: sn for resnet32 (supp.), gp otherwise
+    gp_weight: float = 10.0
+    selection_start_epoch: int = 60  # feature_loss is +inf before this epoch
+
+    def __post_init__(self):
+        if self.simplex_n < 2:
+            raise ValueError(f"simplex_n={self.simplex_n}: interpolation needs at least 2 points")
+        if self.optimizer not in ("auto", "adam", "sgd"):
+            raise ValueError(f"optimizer={self.optimizer!r}; choose auto, adam or sgd")
+        if self.lipschitz not in ("auto", "sn", "gp", "sn+gp"):
+            raise ValueError(f"lipschitz={self.lipschitz!r}; choose auto, sn, gp or sn+gp")
+        self.betas_gd, self.betas_e = tuple(self.betas_gd), tuple(self.betas_e)
+
+
+@register("simplex_ae")
+class SimplexAE(TorchMethod):
+    def __init__(self, cfg, info, accelerator, seed):
+        super().__init__(cfg, info, accelerator, seed)
+        p = self.params = method_params(cfg, SimplexParams)
+        nets = build_autoencoder_gan(info.shape, info.kind, arch=p.arch, z_dim=p.z_dim, sn=False)
+        self.arch, self.z_dim = nets.arch, nets.z_dim
+        lip = p.lipschitz if p.lipschitz != "auto" else ("sn" if nets.arch == "resnet32" else "gp")
+        self.use_gp = "gp" in lip
+        d_recon = build_critic(nets.arch, info.shape, sn="sn" in lip, pooling="sum")
+        # D_inter: no normalisation, global average pooling (supp. Table 1 / Fig. 1).
+        d_inter = build_critic(nets.arch, info.shape, sn=False, pooling="mean",
+                               hidden=mlp_widths(info.shape).inter_critic or None)
+        preset = TABULAR_HPARAMS.get(math.prod(info.shape)) if nets.arch == "mlp" else None
+        default_lr = {"grey28": 1e-4}.get(nets.arch, preset[0] if preset else 3e-4)
+        self.lr = p.lr if p.lr is not None else default_lr
+        self.lam = p.lambda_inter if p.lambda_inter is not None else (preset[1] if preset else 0.5)
+        self.opt_name = p.optimizer if p.optimizer != "auto" else (preset[2] if preset else "adam")
+        eg = EncoderGenerator(nets.encoder, nets.generator)
+
+        def opt(params, betas):
+            if self.opt_name == "sgd":
+                return torch.optim.SGD(params, lr=self.lr, momentum=0.5)
+            return torch.optim.Adam(params, lr=self.lr, betas=betas)
+
+        self.eg = self.add("eg", eg, lambda _: opt([{"params": eg.encoder.parameters(), "betas": p.betas_e},
+                                                     {"params": eg.generator.parameters(), "betas": p.betas_gd}],
+                                                    p.betas_gd))
+        self.d_recon = self.add("d_recon", d_recon, lambda ps: opt(ps, p.betas_gd), broadcast_buffers=False)
+        self.d_inter = self.add("d_inter", d_inter, lambda ps: opt(ps, p.betas_gd), broadcast_buffers=False)
+        self.selection_start = (p.selection_start_epoch - 1) * info.steps_per_epoch
+        self.trained_steps = 0
+
+    def _interp(self, x):
+        n, k = len(x), self.params.simplex_n
+        idx = partner_indices(self.noise(n, k - 1, kind="uniform"))
+        w = simplex_weights(self.noise(n, k, kind="uniform"), k, two_point_paper=True)
+        return idx, w
+
+    def inter_losses(self, d_inter, x, x_inter, idx, w):
+        """(D_inter's regression loss Σ_i (D(x_i, x̂) − (1 − α_i))², E/G's loss Σ_i α_i D(x_i, x̂)²), batch means."""
+        k = idx.shape[1]
+        out = d_inter(x[idx.T.reshape(-1)], x_inter.repeat(k, *([1] * (x.dim() - 1)))).view(k, len(x)).T
+        critic = (out - (1 - w)).pow(2).sum(1).mean()
+        autoencoder = (w * out.pow(2)).sum(1).mean()
+        return critic, autoencoder
+
+    def train_step(self, batch, step):
+        p = self.params
+        x = batch["x"]
+        idx, w = self._interp(x)
+        out = self.eg(x, mix_idx=idx, mix_w=w)  # once per step: E and G are fixed during the critic steps
+        x_hat, x_inter = out["x_hat"].detach(), out["x_inter"].detach()
+        logs = {}
+        for _ in range(p.critic_steps):
+            d = self.d_recon(torch.cat([x, x]), torch.cat([x, x_hat]))
+            w_dist = (d[: len(x)] - d[len(x):]).mean()
+            loss_recon = -w_dist
+            if self.use_gp:
+                gp = gradient_penalty(self.d_recon, x, x, x_hat, self.noise(len(x), kind="uniform"))
+                loss_recon = loss_recon + p.gp_weight * gp
+                logs["gp"] = gp.detach()
+            loss_inter, _ = self.inter_losses(self.d_inter, x, x_inter, idx, w)
+            self.update("d_recon", loss_recon)
+            self.update("d_inter", loss_inter)
+            logs.update(w_rec=w_dist.detach(), d_inter=loss_inter.detach())
+        reg = (out["e"].norm(dim=1) - math.sqrt(self.z_dim)).clamp_min(0).mean()
+        with self.frozen("d_recon") as d_recon, self.frozen("d_inter") as d_inter:
+            adv = -d_recon(x, out["x_hat"]).mean()
+            _, inter = self.inter_losses(d_inter, x, out["x_inter"], idx, w)
+        loss = reg + adv + self.lam * inter
+        self.update("eg", loss)
+        self.trained_steps = step + 1
+        return {"eg": loss.detach(), "reg": reg.detach(), "inter": inter.detach(), **logs}
+
+    def reconstruct(self, x):
+        with self.evaluating():
+            return self.eg(x)["x_hat"]
+
+    def score(self, x):
+        """R(x) = ‖f(x, x) − f(x, G(E(x)))‖₁ with f D_recon's penultimate features."""
+        with self.evaluating():
+            critic = self._module(self.nets["d_recon"])
+            x_hat = self._module(self.nets["eg"])(x)["x_hat"]
+            return (critic.features(x, x) - critic.features(x, x_hat)).abs().flatten(1).sum(1).float()
+
+    def selection_scores(self, val_x):
+        if self.trained_steps < self.selection_start:
+            return {"feature_loss": math.inf}
+        return {"feature_loss": float(self.score(val_x).mean())}
+
+    def extra_state(self):
+        return {"trained_steps": self.trained_steps}
+
+    def load_extra_state(self, state):
+        self.trained_steps = int(state.get("trained_steps", 0))
