@@ -22,7 +22,7 @@ def main(cell_dir: str, out_dir: str) -> None:
     assert acc.num_processes == world, (acc.num_processes, world)
     trainer = Trainer(cfg, method, data, schedule, cell)
     trainer.run(progress=False)
-    scores = score_distributed(method, data.test_x, 64)
+    scores = score_distributed(method, data.test_x, 64)["score"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"nets": method.state_dict()["nets"], "scores": torch.from_numpy(scores),

@@ -142,14 +142,14 @@ def test_score_uses_the_gaussian_fitted_on_training_r_scores(tmp_path):
     x = torch.randn(32, 6)
     for s in range(3):
         step_batch(m, x[:16], s)
-    m.workdir = tmp_path
     m.on_train_end(x)
     mean, std = m.gaussian
     r = m.r_score(x)
     assert mean == pytest.approx(float(r.double().mean()), rel=1e-5)
     assert torch.allclose(m.score(x).double(), neg_log_density(r, mean, std), atol=1e-5)
-    saved = np.load(tmp_path / "scores_extra.npz")
-    assert set(saved.files) >= {"r_score", "a_score"} and len(saved["r_score"]) == 32
+    both = m.scores(x)  # both scores from one pass; the trainer saves them all in scores.npz
+    assert set(both) == {"score", "r_score", "a_score"} and torch.equal(both["score"], both["a_score"])
+    assert torch.allclose(both["r_score"], r.float())
 
 
 def test_atypical_selection_starts_at_epoch_11():
@@ -235,4 +235,8 @@ def test_short_run_separates_tabular_anomalies(composer, dirs):
     assert summary.done == [cells[0].id], summary.failed
     metrics = store.read_json(cells[0].dir / "metrics.json")["metrics"]
     assert metrics["auroc"] > 0.9, metrics
-    assert (cells[0].dir / "scores_extra.npz").exists()
+    saved = np.load(cells[0].dir / "scores.npz")
+    assert {"scores", "score_r_score", "score_a_score"} <= set(saved.files)
+    assert np.array_equal(saved["scores"], saved["score_a_score"])
+    by_score = store.read_json(cells[0].dir / "metrics.json")["metrics_by_score"]
+    assert set(by_score) == {"r_score", "a_score"} and by_score["a_score"]["auroc"] == metrics["auroc"]

@@ -227,7 +227,6 @@ class AMA(TorchMethod):
         self.atypical_start = (p.atypical_start_epoch - 1) * info.steps_per_epoch
         self.has_real_negatives = False
         self.gaussian: tuple[float, float] | None = None
-        self.last_extra_scores: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------------------------------ training
     def _update_detection(self, batch, step):
@@ -388,37 +387,21 @@ class AMA(TorchMethod):
             rec = critic.features(x, x_hat) if self.params.mirrored else critic.features(x_hat, x_hat)
             return (ref - rec).abs().flatten(1).sum(1).float()
 
-    def score(self, x):
+    def scores(self, x):
         r = self.r_score(x)
-        a = neg_log_density(r, *self.gaussian).float() if self.gaussian is not None else None
-        self.last_extra_scores = {"r_score": r.cpu(), **({"a_score": a.cpu()} if a is not None else {})}
-        if self._collecting:
-            self._collected.append(self.last_extra_scores)
-            self._write_extra_scores()
-        if self.params.score == "a_score" and a is not None:
-            return a
-        return r
+        out = {"r_score": r.float()}
+        if self.gaussian is not None:
+            out["a_score"] = neg_log_density(r, *self.gaussian).float()
+        out["score"] = out.get(self.params.score, out["r_score"])
+        return out
 
-    _collecting = False
-    _collected: list = []
+    def score(self, x):
+        return self.scores(x)["score"]
 
     def on_train_end(self, train_x):
         rs = torch.cat([self.r_score(train_x[i : i + 512].to(self.accelerator.device)).cpu()
                         for i in range(0, len(train_x), 512)])
         self.gaussian = fit_gaussian(rs)
-        # Every score() call from here on scores the test set in order: both scores go to scores_extra.npz.
-        self._collecting, self._collected = self.workdir is not None, []
-
-    def _write_extra_scores(self):
-        if not self.accelerator.is_main_process:
-            return
-        import os
-
-        out = {k: torch.cat([c[k] for c in self._collected]).numpy() for k in self._collected[0]}
-        out["gaussian"] = np.asarray(self.gaussian if self.gaussian else (np.nan, np.nan))
-        tmp = self.workdir / ".scores_extra.tmp.npz"
-        np.savez_compressed(tmp, **out)
-        os.replace(tmp, self.workdir / "scores_extra.npz")
 
     def selection_scores(self, val_x):
         return {"feature_loss": float(self.r_score(val_x).mean())}

@@ -104,6 +104,11 @@ class Method:
     def score(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every anomaly score the method defines, from one pass: ``"score"`` is the one the metrics use; others
+        (AMA's R- and A-score) are gathered, saved in scores.npz as ``score_<name>`` and get metrics too."""
+        return {"score": self.score(x)}
+
     def state_dict(self) -> dict:
         return {}
 

@@ -281,7 +281,7 @@ class Trainer:
         val_x, truth = self.data.val_x, self.data.val_truth.numpy()
         values: dict[str, float] = {}
         if truth.size and truth.min() != truth.max():
-            scores = score_batched(self.method, val_x, int(self.tcfg.eval_batch_size))
+            scores = score_batched(self.method, val_x, int(self.tcfg.eval_batch_size))["score"]
             values["val_auroc"] = detection_metrics(truth, scores, None)["auroc"]
         normals = val_x[self.data.val_truth == 0].to(self.acc.device)
         values.update({k: float(v) for k, v in self.method.selection_scores(normals).items()})
@@ -305,22 +305,31 @@ class Trainer:
                 f.write(json.dumps({"step": self.step, "epoch": round(epoch, 3), **values}) + "\n")
 
 
-def score_batched(method: Method, x: torch.Tensor, batch_size: int) -> np.ndarray:
+def score_batched(method: Method, x: torch.Tensor, batch_size: int) -> dict[str, np.ndarray]:
+    """All of the method's scores (``Method.scores``) for ``x``, batch by batch."""
     device = method.accelerator.device
-    out = [method.score(x[i : i + batch_size].to(device)).detach().float().cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(x), batch_size):
+        for k, v in method.scores(x[i : i + batch_size].to(device)).items():
+            parts.setdefault(k, []).append(v.detach().float().cpu())
+    if not parts:
+        return {"score": np.zeros(0, dtype=np.float32)}
+    return {k: torch.cat(v).numpy() for k, v in parts.items()}
 
 
-def score_distributed(method: Method, x: torch.Tensor, batch_size: int) -> np.ndarray:
+def score_distributed(method: Method, x: torch.Tensor, batch_size: int) -> dict[str, np.ndarray]:
     """Each rank scores a contiguous part of ``x``; the parts are gathered so every rank has all scores in order."""
     acc = method.accelerator
     if acc.num_processes == 1:
         return score_batched(method, x, batch_size)
     bounds = np.linspace(0, len(x), acc.num_processes + 1).astype(int)
     lo, hi = bounds[acc.process_index], bounds[acc.process_index + 1]
-    local = torch.from_numpy(score_batched(method, x[lo:hi], batch_size)).to(acc.device, torch.float32)
-    parts = acc.gather(acc.pad_across_processes(local, dim=0)).view(acc.num_processes, -1).cpu()
-    return torch.cat([parts[r, : bounds[r + 1] - bounds[r]] for r in range(acc.num_processes)]).numpy()
+    out = {}
+    for k, v in sorted(score_batched(method, x[lo:hi], batch_size).items()):
+        local = torch.from_numpy(v).to(acc.device, torch.float32)
+        parts = acc.gather(acc.pad_across_processes(local, dim=0)).view(acc.num_processes, -1).cpu()
+        out[k] = torch.cat([parts[r, : bounds[r + 1] - bounds[r]] for r in range(acc.num_processes)]).numpy()
+    return out
 
 
 def _strategy(tcfg: DictConfig) -> str:
@@ -384,13 +393,16 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
     else:
         method.fit(normals)
     method.on_train_end(normals)
-    scores = score_distributed(method, data.test_x, int(cfg.trainer.eval_batch_size))
+    all_scores = score_distributed(method, data.test_x, int(cfg.trainer.eval_batch_size))
+    scores = all_scores.pop("score")
     truth = data.test_truth.numpy()
     metrics = detection_metrics(truth, scores, data.top_k_percent)
+    metrics_by_score = {k: detection_metrics(truth, v, data.top_k_percent) for k, v in all_scores.items()}
     target = cfg.protocol.get("target_class")
     precision = cfg.trainer.precision
     result = {
         "metrics": metrics,
+        **({"metrics_by_score": metrics_by_score} if metrics_by_score else {}),
         "cell": OmegaConf.to_container(cfg.cell, resolve=True),
         "config_hash": config_hash(identity(cfg)),
         "target_class_name": data.classes[int(target)] if target is not None and data.kind == "image" else None,
@@ -407,7 +419,8 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
         "code": code_version(),
     }
     if accelerator.is_main_process:
-        store.write_scores(cell_dir, scores=scores, truth=truth, cls=data.test_cls.numpy())
+        store.write_scores(cell_dir, scores=scores, truth=truth, cls=data.test_cls.numpy(),
+                           **{f"score_{k}": v for k, v in all_scores.items()})
         if hasattr(method, "reconstruct"):
             write_reconstructions(method, data, cell_dir)
         store.write_json(cell_dir / "metrics.json", result)
@@ -434,6 +447,17 @@ def run_cell(cell_dir: str | Path, progress: bool = False) -> dict:
     except Preempted as p:
         if main:
             store.write_status(cell_dir, store.REQUEUED, reason=str(p), step=p.step)
+        raise
+    except SystemExit as e:
+        # Under submitit, a signal outside the step loop (start-up, scoring) reaches submitit's own handler, which
+        # requeues the job and exits: the next run resumes from the newest checkpoint, so this one did not fail.
+        if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
+            if main:
+                store.write_status(cell_dir, store.REQUEUED, reason=f"signalled outside the step loop; the job was "
+                                   f"requeued (exit {e.code}) and resumes from the newest checkpoint")
+            raise
+        store.write_status(cell_dir, store.FAILED, reason=f"SystemExit: {e.code}",
+                           traceback=traceback.format_exc()[-6000:])
         raise
     except BaseException as e:
         # Any rank may be the one that failed: the first writer names its rank.
