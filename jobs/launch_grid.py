@@ -4,6 +4,7 @@
     python jobs/launch_grid.py grid=mnist_ovr dataset.root=../shared/data trainer.epochs=3
     python jobs/launch_grid.py grid=mnist_ovr method=ae protocol.target_class=3   # one cell
     python jobs/launch_grid.py grid=quickstart force=true        # rerun finished cells too
+    python jobs/launch_grid.py grid=cifar_loo launcher=slurm     # submit job arrays to SLURM and return
 """
 from __future__ import annotations
 
@@ -49,7 +50,21 @@ def main(cfg: DictConfig) -> None:
             ensure_shards(dcfg, cfg.shards_dir)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: dataset {name!r}: {e}") from None
-    summary = launch(cells, cfg.launcher, force=bool(cfg.force), retry_failed=bool(cfg.retry_failed))
+    try:
+        summary = launch(cells, cfg.launcher, force=bool(cfg.force), retry_failed=bool(cfg.retry_failed))
+    except (ValueError, RuntimeError) as e:
+        if cfg.launcher.name != "slurm":
+            raise
+        raise SystemExit(f"error: {e}") from None
+    if cfg.launcher.name == "slurm":
+        # Submitting does not wait: the jobs run on the cluster; status.py reads the cell folders and the queue.
+        from dadf.grid.slurm import watch_hint
+
+        ids = sorted({j.split("_")[0] for j in summary.submitted.values()}, key=lambda j: (len(j), j))
+        print(f"job ids: {' '.join(ids) if ids else '(none submitted)'}")
+        print(f"runs folder: {grid_dir.resolve()}")
+        print(f"watch it: {watch_hint(grid_dir)}")
+        return
     _, md = aggregate(grid_dir, list(metrics))
     print()
     print(md)

@@ -2,6 +2,7 @@
 
 - ``local`` (default): worker processes on this machine; a worker that dies takes only its cell down.
 - ``debug``: one after another in this process, so breakpoints work.
+- ``slurm``: submitit job arrays on a SLURM cluster (dadf/grid/slurm.py); submits and returns without waiting.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class LaunchSummary:
     skipped: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    queued: list[str] = field(default_factory=list)          # slurm: already queued or running, not resubmitted
+    submitted: dict[str, str] = field(default_factory=dict)  # slurm: cell id -> job id
 
 
 def prepare(cells: list[Cell], force: bool, retry_failed: bool) -> tuple[list[Cell], list[Cell]]:
@@ -147,11 +150,24 @@ LAUNCHERS = {"local": run_local, "debug": run_debug}
 
 
 def launch(cells: list[Cell], lcfg: DictConfig, force: bool = False, retry_failed: bool = True) -> LaunchSummary:
+    if lcfg.name == "slurm":
+        return launch_slurm(cells, lcfg, force, retry_failed)
     if lcfg.name not in LAUNCHERS:
-        raise ValueError(f"launcher {lcfg.name!r} is not available; choose one of {sorted(LAUNCHERS)}")
+        raise ValueError(f"launcher {lcfg.name!r} is not available; choose one of {sorted(LAUNCHERS) + ['slurm']}")
     todo, skipped = prepare(cells, force, retry_failed)
     summary = LaunchSummary(skipped=[c.id for c in skipped])
     print(f"{len(cells)} cells: {len(skipped)} already finished, {len(todo)} to run ({lcfg.name} launcher)")
     if todo:
         LAUNCHERS[lcfg.name](todo, lcfg, summary)
+    return summary
+
+
+def launch_slurm(cells: list[Cell], lcfg: DictConfig, force: bool = False, retry_failed: bool = True) -> LaunchSummary:
+    """Submit the cells that are neither finished nor queued/running as job arrays; return at once."""
+    from dadf.grid import slurm
+
+    finished, queued, todo, submitted = slurm.run_slurm(cells, lcfg, force, retry_failed, prepare)
+    summary = LaunchSummary(skipped=[c.id for c in finished], queued=[c.id for c in queued], submitted=submitted)
+    print(f"{len(cells)} cells: {len(finished)} already finished, {len(queued)} already queued or running, "
+          f"{len(todo)} submitted (slurm launcher)")
     return summary

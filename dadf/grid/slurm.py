@@ -1,0 +1,295 @@
+"""The SLURM launcher: submit a grid's cells as submitit job arrays, one array per resource group, and return.
+
+Every submitted job runs ``CellJob(cell_dir)``, which reads its cell folder; so a requeued or resubmitted job
+resumes from what is on disk. Each cell records the jobs submitted for it in ``<cell>/slurm.json``; before
+submitting, the launcher asks ``squeue`` whether a recorded job is still queued or running, so running the same
+command twice never runs a cell twice. ``sacct`` is not used (many clusters, and the dev cluster in slurm/, have no
+accounting database).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dadf.grid import store
+
+RECORD = "slurm.json"  # per cell: {"jobs": [{"job_id", "submitted", "stdout", "stderr", "resources"}]}
+
+# squeue states of a job that has not ended (it may still start, run or come back after a requeue).
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+                 "SUSPENDED", "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one cell asks for. Set defaults at the top of configs/launcher/slurm.yaml, refine them in resources."""
+
+    gpus: int = 0                 # GPUs per cell (per node)
+    tasks: int | None = None      # processes per cell; None = max(1, gpus), one DDP rank per GPU
+    cpus: int = 4                 # CPUs per task
+    mem_gb: float = 16            # memory per cell (node), GB
+    time_min: int = 120           # wall-time limit per job run; a requeued run gets a fresh limit
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+
+    @property
+    def ntasks(self) -> int:
+        return int(self.tasks) if self.tasks else max(1, int(self.gpus))
+
+    def describe(self) -> str:
+        parts = [f"gpus={self.gpus}", f"tasks={self.ntasks}", f"cpus={self.cpus}", f"mem={self.mem_gb}G",
+                 f"time={self.time_min}min"]
+        parts += [f"{k}={getattr(self, k)}" for k in ("partition", "account", "qos", "constraint") if getattr(self, k)]
+        return " ".join(parts)
+
+
+RESOURCE_KEYS = [f.name for f in fields(Resources)]
+LAUNCHER_KEYS = ["name", *RESOURCE_KEYS, "resources", "array_parallelism", "signal_delay_s", "max_num_timeout",
+                 "setup", "additional_parameters", "job_name", "logs_dir", "python", "squeue_timeout_s"]
+
+
+class SlurmError(RuntimeError):
+    """squeue/sbatch missing or failing, or a bad launcher config."""
+
+
+def check_config(lcfg: DictConfig) -> None:
+    """Refuse unknown keys (with the valid list) in the launcher config and in each resources entry."""
+    unknown = sorted(set(lcfg.keys()) - set(LAUNCHER_KEYS))
+    if unknown:
+        raise ValueError(f"launcher=slurm: unknown key(s) {unknown}; valid keys: {', '.join(LAUNCHER_KEYS)}")
+    for match, entry in (lcfg.get("resources") or {}).items():
+        if not OmegaConf.is_dict(entry) and not isinstance(entry, dict):
+            raise ValueError(f"launcher.resources.{match} must be a mapping of {RESOURCE_KEYS}, got {entry!r}")
+        bad = sorted(set(entry.keys()) - set(RESOURCE_KEYS))
+        if bad:
+            raise ValueError(f"launcher.resources.{match}: unknown key(s) {bad}; valid keys: "
+                             f"{', '.join(RESOURCE_KEYS)} (match entries by method, dataset or method/dataset)")
+    if int(lcfg.signal_delay_s) < 10:
+        raise ValueError(f"launcher.signal_delay_s={lcfg.signal_delay_s}: give the cell at least 10 s between the "
+                         f"warning signal and the time limit to save its checkpoint")
+
+
+def resources_for(cell_cfg: DictConfig, lcfg: DictConfig) -> Resources:
+    """Defaults, then resources[<dataset>], then resources[<method>], then resources[<method>/<dataset>]."""
+    values = {k: lcfg.get(k, getattr(Resources, k)) for k in RESOURCE_KEYS}
+    method, dataset = cell_cfg.method.name, cell_cfg.dataset.name
+    table = lcfg.get("resources") or {}
+    for match in (dataset, method, f"{method}/{dataset}"):
+        if match in table:
+            values.update(OmegaConf.to_container(table[match]) if OmegaConf.is_config(table[match])
+                          else dict(table[match]))
+    return Resources(**values)
+
+
+# ---------------------------------------------------------------------------------------------------- squeue
+
+
+def _run(cmd: list[str], timeout: float) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise SlurmError(f"{cmd[0]} not found: launcher=slurm needs the SLURM client commands on PATH "
+                         f"(run on a login node, or bring up the dev cluster with slurm/up.sh)") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"{' '.join(cmd)} did not answer in {timeout:.0f} s: is slurmctld up?") from None
+    if out.returncode != 0:
+        raise SlurmError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
+    return out.stdout
+
+
+def queue_states(timeout: float = 60) -> dict[str, str]:
+    """{job id: state} of the jobs slurmctld still knows, array tasks one by one ("123_4")."""
+    states = {}
+    for line in _run(["squeue", "--noheader", "--array", "--states=all", "--format=%i %T"], timeout).splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            states[parts[0]] = parts[1]
+    return states
+
+
+def read_record(cell_dir: Path) -> dict:
+    return store.read_json(Path(cell_dir) / RECORD, default={"jobs": []})
+
+
+def last_job(cell_dir: Path) -> dict | None:
+    jobs = read_record(cell_dir)["jobs"]
+    return jobs[-1] if jobs else None
+
+
+def active_job(cell_dir: Path, states: dict[str, str]) -> tuple[str, str] | None:
+    """(job id, squeue state) of a job recorded for this cell that has not ended, else None."""
+    for job in reversed(read_record(cell_dir)["jobs"]):
+        state = states.get(str(job["job_id"]))
+        if state in ACTIVE_STATES:
+            return str(job["job_id"]), state
+    return None
+
+
+def _append_record(cell_dir: Path, entry: dict) -> None:
+    record = read_record(cell_dir)
+    record["jobs"].append(entry)
+    store.write_json(Path(cell_dir) / RECORD, record)
+
+
+@contextlib.contextmanager
+def grid_lock(grid_dir: Path):
+    """One submitting launcher per grid at a time: two shells racing could otherwise both see a cell unqueued."""
+    path = Path(grid_dir) / ".slurm" / "launch.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cancel(job_ids: list[str], wait_s: float = 120, timeout: float = 60) -> None:
+    """scancel the jobs and wait until squeue no longer lists them as active (for force=true reruns)."""
+    if not job_ids:
+        return
+    _run(["scancel", *job_ids], timeout)
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        states = queue_states(timeout)
+        if not any(states.get(j) in ACTIVE_STATES for j in job_ids):
+            return
+        time.sleep(1)
+    raise SlurmError(f"jobs {job_ids} were cancelled but are still listed as active after {wait_s:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------------- submit
+
+
+def _executor(folder: Path, res: Resources, lcfg: DictConfig):
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=int(lcfg.max_num_timeout),
+                                      python=lcfg.get("python") or None)
+    setup = [f"export OMP_NUM_THREADS={int(res.cpus)}", *[str(line) for line in (lcfg.get("setup") or [])]]
+    params = dict(
+        job_name=str(lcfg.get("job_name") or "dadf"),
+        time=int(res.time_min),
+        nodes=1,
+        ntasks_per_node=res.ntasks,
+        cpus_per_task=int(res.cpus),
+        mem=f"{int(round(float(res.mem_gb) * 1024))}M",
+        signal_delay_s=int(lcfg.signal_delay_s),
+        array_parallelism=int(lcfg.array_parallelism),
+        setup=setup,
+        stderr_to_stdout=False,
+    )
+    if int(res.gpus) > 0:
+        params["gpus_per_node"] = int(res.gpus)
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(res, key):
+            params[key] = str(getattr(res, key))
+    extra = lcfg.get("additional_parameters") or {}
+    if extra:
+        params["additional_parameters"] = OmegaConf.to_container(extra) if OmegaConf.is_config(extra) else dict(extra)
+    executor.update_parameters(**params)
+    return executor
+
+
+def logs_folder(grid_dir: Path, lcfg: DictConfig) -> Path:
+    base = Path(lcfg.logs_dir) / Path(grid_dir).name if lcfg.get("logs_dir") else Path(grid_dir) / ".slurm" / "logs"
+    return base.resolve()
+
+
+def plan(cells, lcfg: DictConfig) -> dict[Resources, list]:
+    """Cells grouped by the resources they ask for (one job array per group), in grid order."""
+    groups: dict[Resources, list] = {}
+    for cell in cells:
+        groups.setdefault(resources_for(cell.cfg, lcfg), []).append(cell)
+    return groups
+
+
+def submit(cells, lcfg: DictConfig, grid_dir: Path) -> dict[str, str]:
+    """Submit the cells (frozen configs already written) as arrays; record each job id; return {cell id: job id}."""
+    from dadf.train.job import CellJob
+
+    submitted: dict[str, str] = {}
+    for res, group in plan(cells, lcfg).items():
+        executor = _executor(logs_folder(grid_dir, lcfg), res, lcfg)
+        try:
+            jobs = executor.submit_array([CellJob(str(Path(c.dir).resolve())) for c in group])
+        except Exception as e:  # noqa: BLE001 -- sbatch refused (bad partition/account/qos, limits...)
+            done = f" ({len(submitted)} cells were submitted before it; relaunching submits the rest)" if submitted \
+                else ""
+            raise SlurmError(f"sbatch refused the array for {len(group)} cells ({res.describe()}): "
+                             f"{str(e).strip()[-1500:]}{done}") from None
+        for cell, job in zip(group, jobs):
+            _append_record(cell.dir, {"job_id": str(job.job_id), "submitted": time.time(),
+                                      "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
+                                      "resources": res.describe()})
+            submitted[cell.id] = str(job.job_id)
+        array_id = str(jobs[0].job_id).split("_")[0]
+        print(f"submitted job {array_id} ({len(group)} cell{'s' * (len(group) != 1)}, {res.describe()})")
+    return submitted
+
+
+def run_slurm(cells, lcfg: DictConfig, force: bool, retry_failed: bool, prepare) -> tuple[list, list, list, dict]:
+    """(skipped as finished, skipped as queued/running, submitted cells, {cell id: job id}). Does not wait."""
+    check_config(lcfg)
+    if not cells:
+        return [], [], [], {}
+    grid_dir = Path(cells[0].dir).parent
+    timeout = float(lcfg.get("squeue_timeout_s") or 60)
+    with grid_lock(grid_dir):
+        states = queue_states(timeout)
+        active = {c.id: active_job(c.dir, states) for c in cells}
+        if force:
+            cancel([a[0] for a in active.values() if a], timeout=timeout)
+            active = {}
+        queued = [c for c in cells if active.get(c.id)]
+        todo, finished = prepare([c for c in cells if not active.get(c.id)], force, retry_failed)
+        submitted = submit(todo, lcfg, grid_dir) if todo else {}
+    return finished, queued, todo, submitted
+
+
+def watch_hint(grid_dir: Path) -> str:
+    rel = os.path.relpath(Path(grid_dir).resolve())
+    rel = str(Path(grid_dir).resolve()) if rel.startswith("..") else rel
+    return f"{shlex.quote(sys.executable)} jobs/status.py {shlex.quote(rel)}"
+
+
+def cell_view(cell_dir: Path, states: dict[str, str] | None) -> dict:
+    """What status.py shows for one cell: its state on disk, reconciled with the queue when there is one.
+
+    Extra states: ``queued`` (submitted, not started), ``lost`` (on disk running/requeued/pending-with-a-job, but no
+    job for it is in the queue any more: killed, out of memory, node failure; relaunching resubmits it).
+    """
+    status = store.read_status(cell_dir)
+    state = status.get("state", store.PENDING)
+    job = last_job(cell_dir)
+    view = {"state": state, "reason": status.get("reason"), "job_id": job and job["job_id"],
+            "log": job and job["stderr"], "stdout": job and job["stdout"]}
+    if states is None or job is None or state == store.DONE:
+        return view
+    alive = active_job(cell_dir, states)
+    if state == store.FAILED:
+        if alive and alive[1] in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING"):
+            # SLURM requeued the job after this run ended (e.g. a signal outside the step loop): a rerun is coming.
+            view.update(state=store.REQUEUED, queue_state=alive[1],
+                        reason=f"job {alive[0]} was requeued by SLURM after this run ended with: {view['reason']}")
+        return view
+    if alive is None:
+        view["state"] = "lost"
+        view["reason"] = (f"job {job['job_id']} is no longer in the queue but the cell is {state} on disk "
+                          f"(killed, out of memory, time limit without requeue or node failure); relaunch to resubmit")
+    elif state == store.PENDING and alive[1] == "PENDING":
+        view["state"] = "queued"
+    view["queue_state"] = alive and alive[1]
+    return view
+
