@@ -41,3 +41,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATA} (the shared data folder beside the repo)")
     return SHARED_DATA
+
+
+def run_one_cell(composer, overrides: list[str]) -> tuple:
+    """Expand ``overrides`` (which must select one cell), run it with the launcher they name; (cell, metrics.json)."""
+    from dadf.grid import store
+    from dadf.grid.cells import expand
+    from dadf.grid.launch import launch
+
+    cells = expand(composer(overrides), overrides, composer)
+    assert len(cells) == 1, [c.id for c in cells]
+    summary = launch(cells, composer(overrides).launcher)
+    assert summary.done == [cells[0].id], summary.failed
+    return cells[0], store.read_json(cells[0].dir / "metrics.json")

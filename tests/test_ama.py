@@ -13,6 +13,7 @@ from dadf.methods.ama import (atypical_codes, fit_gaussian, neg_log_density, neg
                               simplex_weights)
 from dadf.methods.base import DataInfo
 from dadf.nets.gan import build_autoencoder_gan
+from conftest import run_one_cell
 
 torch.set_num_threads(1)
 
@@ -222,21 +223,15 @@ def test_paper_architectures_shapes(shape, kind, arch):
 
 
 def test_short_run_separates_tabular_anomalies(composer, dirs):
-    from dadf.grid import store
-    from dadf.grid.cells import expand
-    from dadf.grid.launch import launch
-
     overrides = [*dirs, "dataset=synthetic", "+dataset.params.kind=tabular", "+dataset.params.dim=6",
                  "protocol=tabular", "launcher=debug", "grid.methods=[ama]", "grid.classes=null",
                  "grid.axes={}", "trainer.steps=150", "trainer.batch_size=64", "method=ama",
                  "method.critic_steps=2", "method.atypical_start_epoch=3"]
-    cells = expand(composer(overrides), overrides, composer)
-    summary = launch(cells, composer(overrides).launcher)
-    assert summary.done == [cells[0].id], summary.failed
-    metrics = store.read_json(cells[0].dir / "metrics.json")["metrics"]
+    cell, result = run_one_cell(composer, overrides)
+    metrics = result["metrics"]
     assert metrics["auroc"] > 0.9, metrics
-    saved = np.load(cells[0].dir / "scores.npz")
+    saved = np.load(cell.dir / "scores.npz")
     assert {"scores", "score_r_score", "score_a_score"} <= set(saved.files)
     assert np.array_equal(saved["scores"], saved["score_a_score"])
-    by_score = store.read_json(cells[0].dir / "metrics.json")["metrics_by_score"]
+    by_score = result["metrics_by_score"]
     assert set(by_score) == {"r_score", "a_score"} and by_score["a_score"]["auroc"] == metrics["auroc"]

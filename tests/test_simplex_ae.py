@@ -10,6 +10,7 @@ from torch import nn
 
 from dadf.methods import get_method
 from dadf.methods.base import DataInfo
+from conftest import run_one_cell
 
 torch.set_num_threads(1)
 
@@ -100,16 +101,10 @@ def test_bad_option_is_refused():
 
 
 def test_short_run_separates_tabular_anomalies(composer, dirs):
-    from dadf.grid import store
-    from dadf.grid.cells import expand
-    from dadf.grid.launch import launch
-
     overrides = [*dirs, "dataset=synthetic", "+dataset.params.kind=tabular", "+dataset.params.dim=6",
                  "protocol=tabular", "launcher=debug", "grid.methods=[simplex_ae]", "grid.classes=null",
                  "grid.axes={}", "trainer.steps=150", "trainer.batch_size=64", "method=simplex_ae",
                  "method.critic_steps=2", "method.lr=1e-3"]
-    cells = expand(composer(overrides), overrides, composer)
-    summary = launch(cells, composer(overrides).launcher)
-    assert summary.done == [cells[0].id], summary.failed
-    metrics = store.read_json(cells[0].dir / "metrics.json")["metrics"]
+    cell, result = run_one_cell(composer, overrides)
+    metrics = result["metrics"]
     assert metrics["auroc"] > 0.9, metrics

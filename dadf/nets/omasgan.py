@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from dadf.nets.gan import GreyGenerator28, ResBlockDown, ResNetGenerator32, maybe_sn, mlp
+from dadf.nets.gan import GreyGenerator28, MLPGenerator, ResBlockDown, ResNetGenerator32, maybe_sn, mlp
 
 
 class DCGANGenerator32(nn.Module):
@@ -79,20 +79,6 @@ class MLPCritic(nn.Module):
 
     def forward(self, x):
         return self.net(x.flatten(1)).squeeze(1)
-
-
-class MLPGenerator(nn.Module):
-    """z -> output of ``out_shape``: Linear-ReLU per hidden width, linear output (tanh for images)."""
-
-    def __init__(self, z_dim: int, hidden: list[int], out_shape: tuple[int, ...], *, tanh: bool):
-        super().__init__()
-        self.out_shape = tuple(out_shape)
-        self.net = mlp([z_dim, *hidden, math.prod(out_shape)])
-        self.tanh = tanh
-
-    def forward(self, z):
-        y = self.net(z).view(len(z), *self.out_shape)
-        return torch.tanh(y) if self.tanh else y
 
 
 ARCHS = ("auto", "dcgan", "resnet32", "mlp")
