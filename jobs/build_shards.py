@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,14 +16,11 @@ from _hydra import CONFIG_DIR, check_overrides  # noqa: E402
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    from dadf.data.pipeline import ensure_shards, shard_dir
+    from dadf.data.pipeline import ensure_shards
     from dadf.data.shards import read_index
 
-    out = shard_dir(cfg.dataset, cfg.shards_dir)
-    if cfg.force and out.exists():
-        shutil.rmtree(out)
     try:
-        out = ensure_shards(cfg.dataset, cfg.shards_dir)
+        out = ensure_shards(cfg.dataset, cfg.shards_dir, force=bool(cfg.force))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     index = read_index(out)

@@ -184,6 +184,42 @@ def test_sigterm_in_foreground_saves_and_records_requeued(composer, dirs, tmp_pa
     assert proc.returncode != 0
 
 
+def test_a_signal_during_start_up_stops_training_at_the_first_step_boundary(composer, dirs):
+    """A SIGUSR2 that lands before the step loop (data loading, building) is kept, not lost and not fatal: training
+    saves and stops at its first agreement point, with a checkpoint to resume from."""
+    from dadf.train.loop import Trainer, build
+    from dadf.train.preemption import Preempted, PreemptionGuard
+
+    cell = make_cell(composer, dirs, ["trainer.steps=50", "trainer.sync_every=4"])
+    with PreemptionGuard() as guard:
+        os.kill(os.getpid(), signal.SIGUSR2)  # "during start-up"
+        method, data, schedule = build(cell.cfg, cell.dir)
+        trainer = Trainer(cell.cfg, method, data, schedule, cell.dir)
+        with pytest.raises(Preempted) as caught:
+            trainer.run(progress=False, guard=guard)
+    assert caught.value.signum == signal.SIGUSR2 and caught.value.step == 4
+    assert checkpoint.complete_checkpoints(cell.dir / "checkpoints")[-1][0] == 4
+
+
+def test_a_signal_the_guard_did_not_act_on_is_passed_on_when_it_is_left():
+    from dadf.train.preemption import PreemptionGuard
+
+    got = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: got.append(signum))
+    try:
+        with PreemptionGuard():
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.01)
+            assert got == []  # held while inside
+        assert got == [signal.SIGUSR2]  # delivered to the previous handler on leaving normally
+        with pytest.raises(RuntimeError), PreemptionGuard():
+            os.kill(os.getpid(), signal.SIGUSR2)
+            raise RuntimeError("the block failed")
+        assert got == [signal.SIGUSR2]  # not after a failure: the failure is what gets reported
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
 @pytest.mark.parametrize("zero_stage", [0, 2])
 def test_deepspeed_engines_per_network_match_ddp(composer, dirs, tmp_path, zero_stage):
     pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install deepspeed)")

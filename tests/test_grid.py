@@ -91,3 +91,14 @@ def test_split_counts_are_saved_with_the_results(composer, dirs):
     assert result["split"]["train"]["anomalous"] == 0
     assert result["split"]["test"]["normal"] > 0 and result["split"]["test"]["anomalous"] > 0
     assert cells[0].id.endswith(result["config_hash"][:6]) and result["selection"]["rule"] == "last"
+
+
+def test_axis_overrides_apply_to_the_cells_of_their_axis_value_only(composer, dirs):
+    overrides = [*dirs, "grid=simplex_tabular", "trainer.epochs=7"]
+    cells = expand(composer(overrides), overrides, composer)
+    by_dataset = {c.cfg.dataset.name: c.cfg.trainer for c in cells}
+    assert {k: t.batch_size for k, t in by_dataset.items()} == {"kdd99": 256, "arrhythmia": 32, "thyroid": 64}
+    assert {t.epochs for t in by_dataset.values()} == {7}  # the user's override still wins
+    bad = [*dirs, "grid=simplex_tabular", "+grid.axis_overrides.dataset.mnist=['trainer.epochs=1']"]
+    with pytest.raises(ValueError, match=r"\['dataset.mnist'\] name no axis value.*kdd99"):
+        expand(composer(bad), bad, composer)

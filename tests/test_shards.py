@@ -277,3 +277,41 @@ def test_stream_through_dataloader_workers(built, image_source):
     )
     keys = [k for k, _, _ in loader]
     assert len(keys) == 100 and set(keys) == all_keys(image_source, "train")
+
+
+# ------------------------------------------------------------------------------------------ first use
+
+
+_FIRST_USE = """
+import sys, time
+from pathlib import Path
+from omegaconf import OmegaConf
+from dadf.data.pipeline import load_dataset
+go, shards_root = Path(sys.argv[1]), sys.argv[2]
+Path(sys.argv[3]).touch()
+while not go.exists():
+    time.sleep(0.01)
+src = load_dataset(OmegaConf.create({"name": "synthetic", "source": "synthetic", "root": None, "download": False,
+                                     "size": None, "channels": None, "params": {}}), shards_root)
+print((Path(shards_root) / "synthetic" / "index.json").stat().st_ino, int(src.parts["train"][0].sum()))
+"""
+
+
+def test_processes_starting_together_build_the_shards_once(tmp_path):
+    """Ranks of a cell (or cells of an array) that all find the shards missing: one builds, the others read its build."""
+    import subprocess
+    import sys
+    import time
+
+    go, ready = tmp_path / "go", [tmp_path / f"ready{i}" for i in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", _FIRST_USE, str(go), str(tmp_path / "shards"), str(r)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in ready]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()  # all imported: they look for the shards at the same moment
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    final = (tmp_path / "shards" / "synthetic" / "index.json").stat().st_ino
+    seen = {tuple(out.split()) for out, _ in outs}
+    assert len(seen) == 1 and int(next(iter(seen))[0]) == final, seen  # same build, never replaced under a reader

@@ -3,6 +3,7 @@ protocol split -> normalised tensors. The one place that ties sources, shards an
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 from pathlib import Path
 
@@ -32,11 +33,21 @@ def shard_dir(dcfg: DictConfig, shards_root: str | Path) -> Path:
     return Path(shards_root) / dcfg.name
 
 
-def ensure_shards(dcfg: DictConfig, shards_root: str | Path) -> Path:
-    """Build the dataset's shards if they are missing; refuse shards built from other source settings."""
+def ensure_shards(dcfg: DictConfig, shards_root: str | Path, force: bool = False) -> Path:
+    """Build the dataset's shards if they are missing (or always, with `force`: the new build replaces the old one
+    atomically); refuse shards built from other source settings."""
     out = shard_dir(dcfg, shards_root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Ranks of one cell, and cells of one array, may start together on a shared filesystem: one builds while the
+    # others wait on the lock, then find the index and read what it built.
+    with open(out.with_name(f"{out.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_shards_locked(dcfg, out, force)
+
+
+def _ensure_shards_locked(dcfg: DictConfig, out: Path, force: bool) -> Path:
     wanted = source_params(dcfg)
-    if (out / "index.json").exists():
+    if (out / "index.json").exists() and not force:
         built = shards.read_index(out).get("source_params")
         if built != wanted:
             raise shards.ShardError(

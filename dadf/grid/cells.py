@@ -124,6 +124,12 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
     seeds = [int(s) for s in user_seeds] or [int(s) for s in g.seeds]
     axes = OmegaConf.to_container(g.axes, resolve=True) or {}
     method_overrides = OmegaConf.to_container(g.method_overrides, resolve=True) or {}
+    # {axis key: {value: [overrides]}}: settings that go with one axis value (a dataset's own batch size, say)
+    value_overrides = OmegaConf.to_container(g.axis_overrides, resolve=True) if g.get("axis_overrides") else {}
+    unknown = [f"{k}.{v}" for k, vs in value_overrides.items() for v in vs
+               if k not in axes or str(v) not in map(str, axes[k])]
+    if unknown:
+        raise ValueError(f"grid {g.name!r}: axis_overrides {unknown} name no axis value; the axes are {axes}")
     runs_root = Path(base.runs_dir) / g.name
 
     cells = []
@@ -131,6 +137,7 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
         for combo in itertools.product(*axes.values()) if axes else [()]:
             axis_values = dict(zip(axes.keys(), combo))
             axis_overrides = [f"{k}={v}" for k, v in axis_values.items()]
+            axis_overrides += [o for k, v in axis_values.items() for o in value_overrides.get(k, {}).get(str(v), [])]
             cfg = compose([f"method={method}", *method_overrides.get(method, []), *axis_overrides, *rest])
             classes = [int(c) for c in user_classes] or _class_list(g.classes, cfg.dataset.num_classes, cfg.protocol)
             for cls, seed in itertools.product(classes, seeds):

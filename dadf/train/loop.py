@@ -13,6 +13,7 @@ scaling rule: 1, 2 or 8 processes, with or without accumulation, follow the same
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -177,7 +178,9 @@ class Trainer:
         return True
 
     # -- the loop ----------------------------------------------------------------------------------------
-    def run(self, progress: bool) -> None:
+    def run(self, progress: bool, guard: PreemptionGuard | None = None) -> None:
+        """Train to the last step. With ``guard`` (already entered), a signal it caught before the loop (during
+        start-up) stops the loop at its first step boundary; without, the loop installs its own."""
         if not self.resume():
             self.method.on_train_start(self.tensors["x"])
         if self.selection != "last":
@@ -191,7 +194,7 @@ class Trainer:
         bad_losses: dict[str, torch.Tensor] = {}
         log_sums: dict[str, torch.Tensor] = {}
         log_count = 0
-        with PreemptionGuard() as guard:
+        with contextlib.nullcontext(guard) if guard is not None else PreemptionGuard() as guard:
             while self.step < self.total:
                 losses = self._one_step()
                 self.step += 1
@@ -377,21 +380,24 @@ def write_reconstructions(method: Method, data: CellData, cell_dir: Path, n: int
 def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
     """Train (or resume) and score one cell; returns its metrics (rank 0 writes them to metrics.json)."""
     t0 = time.time()
-    method, data, schedule = build(cfg, cell_dir)
-    accelerator = method.accelerator
-    steps = None
-    selection = {"rule": "last"}
-    normals = data.train_x[data.train_label == 0]
-    if method.trainable:
-        trainer = Trainer(cfg, method, data, schedule, cell_dir)
-        trainer.run(progress)
-        steps = trainer.total
-        if trainer.selection != "last":
-            selection = {"rule": trainer.selection, "step": trainer.best["step"], "value": trainer.best["value"]}
+    # Preemption signals are caught from the start: one that comes during start-up stops training at its first step
+    # boundary, with a checkpoint. One that training did not act on is passed on when training is over.
+    with PreemptionGuard() as guard:
+        method, data, schedule = build(cfg, cell_dir)
+        accelerator = method.accelerator
+        steps = None
+        selection = {"rule": "last"}
+        normals = data.train_x[data.train_label == 0]
+        if method.trainable:
+            trainer = Trainer(cfg, method, data, schedule, cell_dir)
+            trainer.run(progress, guard)
+            steps = trainer.total
+            if trainer.selection != "last":
+                selection = {"rule": trainer.selection, "step": trainer.best["step"], "value": trainer.best["value"]}
+            else:
+                selection["step"] = steps
         else:
-            selection["step"] = steps
-    else:
-        method.fit(normals)
+            method.fit(normals)
     method.on_train_end(normals)
     all_scores = score_distributed(method, data.test_x, int(cfg.trainer.eval_batch_size))
     scores = all_scores.pop("score")
@@ -449,11 +455,11 @@ def run_cell(cell_dir: str | Path, progress: bool = False) -> dict:
             store.write_status(cell_dir, store.REQUEUED, reason=str(p), step=p.step)
         raise
     except SystemExit as e:
-        # Under submitit, a signal outside the step loop (start-up, scoring) reaches submitit's own handler, which
-        # requeues the job and exits: the next run resumes from the newest checkpoint, so this one did not fail.
+        # Under submitit, a signal the step loop did not act on (one after training) reaches submitit's own handler,
+        # which requeues the job and exits: the next run resumes from the newest checkpoint, so this one did not fail.
         if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
             if main:
-                store.write_status(cell_dir, store.REQUEUED, reason=f"signalled outside the step loop; the job was "
+                store.write_status(cell_dir, store.REQUEUED, reason=f"signalled after training; the job was "
                                    f"requeued (exit {e.code}) and resumes from the newest checkpoint")
             raise
         store.write_status(cell_dir, store.FAILED, reason=f"SystemExit: {e.code}",

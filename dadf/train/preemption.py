@@ -31,13 +31,15 @@ class Preempted(Exception):
 
 
 class PreemptionGuard:
-    """Context manager: while inside, SIGUSR2/SIGTERM only set ``self.signum``; previous handlers come back after.
+    """Context manager: while inside, SIGUSR2/SIGTERM only set ``self.signum``; previous handlers come back after,
+    and a signal still pending when the block ends normally is then delivered to them.
 
     Installable only from the main thread (Python's rule for signal handlers); elsewhere it stays inert.
     """
 
     def __init__(self):
         self.signum: int | None = None
+        self.acted_on = False  # a Preempted was made of the signal: whoever catches it decides what comes next
         self.previous: dict[int, object] = {}
 
     def _handler(self, signum, frame):
@@ -52,10 +54,18 @@ class PreemptionGuard:
             self.previous.clear()
         return self
 
-    def __exit__(self, *exc) -> None:
-        for s, h in self.previous.items():
+    def __exit__(self, exc_type, *exc) -> None:
+        previous, self.previous = self.previous, {}
+        for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
-        self.previous.clear()
+        if exc_type is None and self.signum is not None and not self.acted_on and self.signum in previous:
+            # Left normally with a signal nobody acted on (it came after the last step boundary, or there was no
+            # step loop): it goes where it would have gone without the guard.
+            handler = previous[self.signum]
+            if callable(handler):
+                handler(self.signum, None)
+            elif handler in (signal.SIG_DFL, None):
+                signal.raise_signal(self.signum)
 
     def agreed(self, accelerator) -> int | None:
         """The signal any rank received, agreed by all ranks (a collective: call it at the same step on all)."""
@@ -66,5 +76,6 @@ class PreemptionGuard:
         return int(flag.item()) or None
 
     def preempted(self, signum: int, step: int) -> Preempted:
+        self.acted_on = True
         return Preempted(signum, step, self.previous.get(signum))
 

@@ -48,29 +48,81 @@ def grids(slurm_cluster):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _pause_through_time_limit(cell: Path, seen: dict) -> None:
-    """Pause the time-limited cell (SIGSTOP, no CPU used) once it trains, and resume it only when the time limit's
-    warning signal is due (80 s after the job started): the signal then surely lands mid-training, whatever the
-    machine's speed. Records the requeued status it sees in ``seen``."""
+def _read_status(cell: Path) -> dict:
     try:
-        wait_until(lambda: state(cell) == "running" and _log_steps(cell) >= 100, 300, "the cell to train", every=0.1)
-        pid = json.loads((cell / "status.json").read_text())["pid"]
-        job = job_ids(cell)[0]
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-        try:
-            start = subprocess.run(["squeue", "-h", "-j", job, "-o", "%S"], capture_output=True,
-                                   text=True).stdout.strip()
-            started = time.mktime(time.strptime(start, "%Y-%m-%dT%H:%M:%S")) if start[:2] == "20" else time.time()
-            time.sleep(max(0.0, started + 80 - time.time()))
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)  # SLURM's SIGUSR2 is pending (or comes now): the step loop saves
-        seen["paused_pid"] = pid
-        seen["status"] = wait_until(lambda: state(cell) == "requeued" and json.loads((cell / "status.json").read_text()),
-                                    150, "the cell to be marked requeued", every=0.05)
+        return json.loads((cell / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _log_lines(cell: Path) -> int:
+    try:
+        return len((cell / "log.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def _watch_time_limited_cell(cell: Path, seen: dict) -> None:
+    """Record every status the time-limited cell passes through (``seen["states"]``) until it is done or failed.
+
+    A run of the cell is paused (SIGSTOP, no CPU used) as soon as it has logged a training step, until its time
+    limit's warning signal is due (80 s after the job started): the signal then lands mid-training whatever the
+    machine's load. SLURM itself sends SIGCONT with the signal, so the run may go on before then; as soon as its
+    status moves on it is let go. A run that got the signal during start-up is requeued too; the next run is then
+    paused in turn, until one has been requeued mid-training. A requeued status lasts the ~12 s SLURM takes to
+    restart the job, far longer than the 0.05 s between polls.
+    """
+    states: list[tuple] = []
+    seen["states"] = states
+
+    def observe() -> dict:
+        status = _read_status(cell)
+        key = (status.get("state"), status.get("step"), status.get("pid"))
+        if status and (not states or states[-1][:3] != key):
+            states.append((*key, status.get("reason")))
+        return status
+
+    paused: set[int] = set()
+    lines_at_start: dict[int, int] = {}
+    deadline = time.time() + 900
+    try:
+        while time.time() < deadline:
+            status = observe()
+            if status.get("state") in ("done", "failed"):
+                return
+            pid = status.get("pid")
+            if status.get("state") == "running" and pid not in paused and not _requeued_mid_training(states):
+                lines_at_start.setdefault(pid, _log_lines(cell))
+                if _log_lines(cell) > lines_at_start[pid]:  # this run is in its step loop
+                    paused.add(pid)
+                    due = _signal_due(job_ids(cell)[0])
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGSTOP)
+                    try:  # a run caught on its way out (its status moves on) is let go at once
+                        while time.time() < due and _same_run(observe(), pid):
+                            time.sleep(0.05)
+                    finally:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGCONT)  # SLURM's SIGUSR2 is pending (or comes now): the loop saves
+            time.sleep(0.05)
+        raise AssertionError(f"the time-limited cell did not finish in 900 s: {states}")
     except BaseException as e:  # noqa: BLE001 -- reported by the test
         seen["error"] = repr(e)
+
+
+def _requeued_mid_training(states: list[tuple]) -> list[tuple]:
+    return [s for s in states if s[0] == "requeued" and s[1] is not None and 0 < s[1] < 4000]
+
+
+def _same_run(status: dict, pid: int) -> bool:
+    return status.get("state") == "running" and status.get("pid") == pid
+
+
+def _signal_due(job: str) -> float:
+    """When the time limit's warning signal is surely sent: 80 s after the job started (it comes 45-75 s after)."""
+    start = subprocess.run(["squeue", "-h", "-j", job, "-o", "%S"], capture_output=True, text=True).stdout.strip()
+    started = time.mktime(time.strptime(start, "%Y-%m-%dT%H:%M:%S")) if start[:2] == "20" else time.time()
+    return started + 80
 
 
 def _submit_all(root: Path) -> dict:
@@ -98,7 +150,7 @@ def _submit_all(root: Path) -> dict:
                      "overrides": specs[name][1], "shards": shards}
         if name == "timelimit":  # start watching it at once: it must not finish before the signal
             seen: dict = {}
-            thread = threading.Thread(target=_pause_through_time_limit, args=(out[name]["cells"][0], seen), daemon=True)
+            thread = threading.Thread(target=_watch_time_limited_cell, args=(out[name]["cells"][0], seen), daemon=True)
             thread.start()
             out[name].update(seen=seen, thread=thread)
     return out
@@ -167,16 +219,17 @@ def test_scancel_usr2_mid_training_requeues_and_ends_like_an_uninterrupted_run(g
 
 
 def test_a_real_time_limit_signals_checkpoints_and_requeues(grids):
-    """--time=2 with --signal=USR2@45: the cell is paused until the signal is due (see _pause_through_time_limit)."""
+    """--time=2 with --signal=USR2@45: a run is paused until the signal is due (see _watch_time_limited_cell)."""
     cell = grids["timelimit"]["cells"][0]
     ref = grids["reference"]["cells"][0]
-    grids["timelimit"]["thread"].join(timeout=600)
+    grids["timelimit"]["thread"].join(timeout=960)
     seen = grids["timelimit"]["seen"]
     assert "error" not in seen, seen
-    assert 0 < seen["status"]["step"] < 4000, seen  # saved mid-training
-    # "done" only: a signal that lands outside the step loop (start-up, scoring) currently marks the run failed
-    # before SLURM requeues it (see docs/slurm.md); the requeued run then finishes the cell.
-    wait_until(lambda: state(cell) == "done", 600, "the time-limited cell to finish")
+    states = seen["states"]
+    # saved mid-training on the signal, then marked requeued (not failed), and finished by a later run of the job
+    mid = _requeued_mid_training(states)
+    assert mid and "SIGUSR2" in mid[0][3], states
+    assert "failed" not in [s[0] for s in states] and states[-1][0] == "done", states
     wait_finished([ref], 300)
     _same_results(cell, ref)
     log = Path(json.loads((cell / "slurm.json").read_text())["jobs"][0]["stdout"]).read_text()
