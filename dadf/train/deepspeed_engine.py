@@ -49,6 +49,10 @@ def initialize(net: torch.nn.Module, optimizer: torch.optim.Optimizer, ds_config
         raise ImportError("trainer.strategy=deepspeed needs the deepspeed package: pip install deepspeed "
                           "(or use trainer.strategy=ddp)") from e
     ensure_process_group()
+    # On CPU, DeepSpeed's comm backend JIT-compiles and starts a shared-memory all-reduce kernel that only its
+    # inference all-reduce uses; a fresh venv compiles it on first use and it aborted a 2-process CI run. Training
+    # reduces through torch.distributed (gloo) either way, so it stays off.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     os.environ.setdefault("LOCAL_RANK", os.environ.get("LOCAL_RANK", "0"))
     deepspeed.init_distributed(dist_backend=torch.distributed.get_backend(), auto_mpi_discovery=False,
                                verbose=False)
