@@ -205,6 +205,20 @@ def test_boundary_samples_leave_the_support_and_the_detector_flags_off_support_p
     assert m.score(far[None])[0] > inside.quantile(0.95)
 
 
+@pytest.mark.parametrize("score, names", [("full", {"task1", "task3", "detector", "full"}),
+                                          ("task3", {"task1", "task3"}), ("task1", {"task1"})])
+def test_scores_cover_the_phases_that_ran_and_the_main_one_is_the_chosen(score, names):
+    m = make(score=score)
+    x = torch.randn(16, 2)
+    for s in range(m.planned_steps(16)):
+        m.train_step({"x": x}, s)
+    m.on_train_end(x)
+    out = m.scores(x)
+    assert set(out) == names | {"score"} and torch.equal(out["score"], out[score])
+    if score == "full":  # AS(x) = J(x) + lambda * fD(G', delta_x), eq. (8)
+        torch.testing.assert_close(out["full"], out["detector"] + m.params.lam * out["task3"])
+
+
 def test_a_phase_with_no_steps_still_initialises_its_networks():
     m = make(steps=(2, 2, 0, 2))
     x = torch.randn(16, 2)

@@ -395,18 +395,23 @@ class OMASGAN(TorchMethod):
         """fD(G', delta_x) with Task 3's critic C: E_z log C(G'(z)) + log(1 - C(x))."""
         return self.constants.get("task3", 0.0) - F.softplus(self.nets["C"](x))
 
-    def score(self, x):
+    def scores(self, x):
+        """Every score the phases run so far define, from one pass: the paper's ablations of Figures 6-8 (Task 1's
+        critic, Task 3's, J alone) come with each full run; ``"score"`` is the one ``method.score`` names."""
         p = self.params
+        ran = PHASES[: PHASES.index(LAST_PHASE[p.score]) + 1]
         with self.evaluating():
-            if p.score == "task1":
-                s = self.fd_task1(x)
-            elif p.score == "task3":
-                s = self.fd_task3(x)
-            elif p.score == "detector":
-                s = torch.sigmoid(self.nets["J"](x))
-            else:
-                s = torch.sigmoid(self.nets["J"](x)) + p.lam * self.fd_task3(x)
-            return s.float()
+            out = {"task1": self.fd_task1(x).float()}
+            if "task3" in ran:
+                out["task3"] = self.fd_task3(x).float()
+            if "task3j" in ran:
+                out["detector"] = torch.sigmoid(self.nets["J"](x)).float()
+                out["full"] = out["detector"] + p.lam * out["task3"]
+        out["score"] = out[p.score]
+        return out
+
+    def score(self, x):
+        return self.scores(x)["score"]
 
     def boundary_samples(self, n: int = 512) -> torch.Tensor:
         return self._sample("B", self._shared_z(n, 2))
