@@ -246,13 +246,18 @@ def test_tabular_layout_golden(tmp_path):
     write_manifest(g, ids, metrics=["f1"])
     entries = published_file(tmp_path, [
         {"source": "Simplex T2", "method": "iforest", "protocol": "tabular", "metric": "f1",
-         "values": {"kdd99": 0.9294}}])
+         "values": {"kdd99": 0.9294, "thyroid": 0.7}},
+        {"source": "Simplex T2", "method": "iforest", "protocol": "tabular", "metric": "precision",
+         "values": {"kdd99": 0.92}}])
     tables = agg.build_tables(agg.load_records(g), ["f1"], "t_tab", published=entries)
     t = tables[0]
     assert t.layout == agg.TABULAR and t.metrics == ["precision", "recall", "f1"] and t.columns == ["kdd99", "thyroid"]
-    d, _ = agg.delta(t, t.papers[0], "kdd99", "f1")
+    d, _ = agg.delta(t, next(p for p in t.papers if p.entry.metric == "f1"), "kdd99", "f1")
     f1s = [2 * (0.9 + 0.01 * s) * (0.95 - 0.01 * s) / (1.85) for s in (0, 1)]
     assert d == pytest.approx(np.mean(f1s) - 0.9294)
+    # one published table's metrics share one paper line and one Δ line
+    body = agg.to_markdown(t).splitlines()
+    assert [line.split(" | ")[0] for line in body if line.startswith("| ↳")] == ["| ↳ paper (Simplex T2)", "| ↳ Δ dadf − paper"]
     check_golden("tabular.md", agg.to_markdown(t))
     check_golden("tabular.csv", agg.to_csv(tables))
 

@@ -334,17 +334,34 @@ def _headers(table: Table) -> list[str]:
     return [f"{c} {m}" for c in cols for m in table.metrics]
 
 
-def _paper_line(table: Table, pr: PaperRow) -> tuple[list[str], list[str] | None]:
-    label = (f"↳ paper ({pr.entry.source})" if pr.of is not None
-             else f"paper: {pr.entry.label} ({pr.entry.source})")
+def _paper_groups(table: Table, of: str | None) -> list[list[PaperRow]]:
+    """A row's published entries, one group per (source, variant): the metrics of one published table share a line."""
+    groups: list[list[PaperRow]] = []
+    for pr in (p for p in table.papers if p.of == of):
+        key = (pr.entry.source, pr.entry.label)
+        home = next((g for g in groups if (g[0].entry.source, g[0].entry.label) == key
+                     and all(q.entry.metric != pr.entry.metric for q in g)), None)
+        if home is None:
+            groups.append([pr])
+        else:
+            home.append(pr)
+    return groups
+
+
+def _paper_line(table: Table, group: list[PaperRow]) -> tuple[list[str], list[str] | None]:
+    first = group[0]
+    label = (f"↳ paper ({first.entry.source})" if first.of is not None
+             else f"paper: {first.entry.label} ({first.entry.source})")
+    by_metric = {pr.entry.metric: pr for pr in group}
     values, deltas = [], []
     for c in _columns_out(table):
         for m in table.metrics:
-            v = paper_value(pr, c) if pr.entry.metric == m else None
+            pr = by_metric.get(m)
+            v = paper_value(pr, c) if pr is not None else None
             values.append(MISSING if v is None else f"{v:.3f}")
-            d, flag = delta(table, pr, c, m)
+            d, flag = delta(table, pr, c, m) if pr is not None else (None, "")
             deltas.append(flag if d is None and flag else (MISSING if d is None else f"{d:+.3f}{flag}"))
-    return [label, *values], ([f"↳ Δ dadf − paper", *deltas] if pr.of is not None else None)
+    return [label, *values], ([f"↳ Δ dadf − paper", *deltas] if first.of is not None else None)
 
 
 def _body(table: Table) -> list[list[str]]:
@@ -355,13 +372,10 @@ def _body(table: Table) -> list[list[str]]:
             for m in table.metrics:
                 line.append(_avg_text(table, r, m) if c == "avg" else _cell_text(table, table.entry(r, c, m)))
         out.append([r, *line])
-        for pr in table.papers:
-            if pr.of == r:
-                paper, d = _paper_line(table, pr)
-                out += [paper, d]
-    for pr in table.papers:
-        if pr.of is None:
-            out.append(_paper_line(table, pr)[0])
+        for group in _paper_groups(table, r):
+            paper, d = _paper_line(table, group)
+            out += [paper, d]
+    out += [_paper_line(table, group)[0] for group in _paper_groups(table, None)]
     return out
 
 
