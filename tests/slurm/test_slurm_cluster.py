@@ -206,10 +206,16 @@ def test_scancel_usr2_mid_training_requeues_and_ends_like_an_uninterrupted_run(g
     steps_before = wait_until(lambda: state(cell) == "running" and _log_steps(cell) >= 200 and _log_steps(cell),
                               180, "the preempted cell to train 200 steps")
     job = job_ids(cell)[0]
-    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=60)
+    pid = json.loads((cell / "status.json").read_text())["pid"]
+    os.kill(pid, signal.SIGSTOP)  # held mid-training while scancel's signal is on its way, whatever the load
+    try:
+        subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=60)
+        time.sleep(2)
+    finally:
+        os.kill(pid, signal.SIGCONT)
     status = wait_until(lambda: state(cell) == "requeued" and json.loads((cell / "status.json").read_text()),
                         120, "the cell to be marked requeued", every=0.1)
-    assert steps_before <= status["step"] < 4000, status  # mid-training
+    assert steps_before <= (status.get("step") or -1) < 4000, status  # mid-training
     wait_finished([cell, ref], 300)
     assert state(cell) == "done" and state(ref) == "done"
     _same_results(cell, ref)
