@@ -3,11 +3,13 @@
     python jobs/aggregate.py runs/quickstart [--metric auroc --metric auprc] [--plots]
 
 Writes table.{md,csv,tex} and report.md into the grid folder; --plots also draws the PNGs (per-cell ones only
-when older than the cell's results, so rerunning is cheap).
+when older than the cell's results, so rerunning is cheap). A folder it may not write into (read-only) gets a
+warning: the table is still printed.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -26,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(md)
-    print(f"report: {args.grid_dir.rstrip('/')}/report.md")
+    if os.access(args.grid_dir, os.W_OK):  # else aggregate() warned that nothing was written
+        print(f"report: {args.grid_dir.rstrip('/')}/report.md")
     return 0
 
 

@@ -76,7 +76,7 @@ def bench_one(spec: str, args, runs_dir: Path, shards_dir: Path) -> dict:
     from dadf.grid import store
     from dadf.grid.cells import expand
     from dadf.grid.launch import launch
-    from dadf.train.loop import build
+    from dadf.grid.runner import build
 
     name, method_overrides = parse_variant(spec)
     overrides = [f"runs_dir={runs_dir}", f"shards_dir={shards_dir}", f"dataset={args.dataset}",

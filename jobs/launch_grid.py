@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,13 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _hydra import CONFIG_DIR, check_overrides  # noqa: E402
 
 
+EXIT_CONFIG = 2  # a bad config value: nothing was touched
+EXIT_BUSY = 3  # another launch holds the grid
+
+
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     from dadf.data.pipeline import ensure_shards
     from dadf.grid import store
     from dadf.grid.aggregate import aggregate
     from dadf.grid.cells import expand
-    from dadf.grid.launch import launch
+    from dadf.grid.launch import GridBusy, launch
+    from dadf.grid.validate import check_cells
 
     user = list(HydraConfig.get().overrides.task)
 
@@ -34,7 +40,16 @@ def main(cfg: DictConfig) -> None:
         return hydra.compose(config_name="config", overrides=user + overrides)
 
     t0 = time.time()
-    cells = expand(cfg, user, compose)
+    try:
+        cells = expand(cfg, user, compose)
+        # Every value is checked before any cell folder is touched: one line per problem.
+        processes = (lambda c: 1) if cfg.launcher.name != "slurm" else _slurm_processes(cfg.launcher)
+        problems = check_cells(cells, processes)
+    except ValueError as e:  # expand's refusals (cells.GridError carries one line per refused override)
+        problems = getattr(e, "problems", None) or str(e).splitlines()
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
     grid_dir = Path(cfg.runs_dir) / cfg.grid.name
     metrics = cfg.grid.metric if OmegaConf.is_list(cfg.grid.metric) else [cfg.grid.metric]
     store.write_json(grid_dir / "grid.json", {"grid": cfg.grid.name, "cells": [c.id for c in cells],
@@ -52,6 +67,10 @@ def main(cfg: DictConfig) -> None:
             raise SystemExit(f"error: dataset {name!r}: {e}") from None
     try:
         summary = launch(cells, cfg.launcher, force=bool(cfg.force), retry_failed=bool(cfg.retry_failed))
+    except GridBusy as e:
+        print(f"error: {e}: wait for it to end or stop it (Ctrl-C there), or pass launcher.wait=true to wait for it",
+              file=sys.stderr)
+        raise SystemExit(EXIT_BUSY) from None
     except (ValueError, RuntimeError) as e:
         if cfg.launcher.name != "slurm":
             raise
@@ -70,6 +89,31 @@ def main(cfg: DictConfig) -> None:
     print(md)
     print(f"{len(summary.done)} cells run, {len(summary.skipped)} skipped (finished), {len(summary.failed)} failed "
           f"in {time.time() - t0:.1f}s; results in {grid_dir}/ (table.md, table.csv, table.tex)")
+    _print_unfinished(summary)
+    if summary.stopped_by:
+        raise SystemExit(128 + summary.stopped_by)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+    if not summary.complete:
+        raise SystemExit(1)
+
+
+def _slurm_processes(lcfg: DictConfig):
+    from dadf.grid.slurm import resources_for
+
+    return lambda cell: resources_for(cell.cfg, lcfg).ntasks
+
+
+def _print_unfinished(summary) -> None:
+    """What is not done, last, so it is what a user sees: failed cells with their reason, then stopped ones."""
+    if summary.stopped_by:
+        print(f"stopped by {signal.Signals(summary.stopped_by).name}: {len(summary.requeued)} cell(s) saved a "
+              f"checkpoint and were requeued; launch the same command again to resume")
+    if summary.disk_full:
+        print(f"stopped: {summary.disk_full}")
+    for title, cells in (("being run by another process", summary.busy), ("FAILED", summary.failed)):
+        if cells:
+            print(f"{len(cells)} cell(s) {title}:")
+            for cid, reason in cells.items():
+                print(f"  {cid}: {reason}")
 
 
 if __name__ == "__main__":

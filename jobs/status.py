@@ -1,11 +1,13 @@
 """Where a grid stands, at any time (also while its jobs run): counts per state, failed cells with their reason and
-log, and the table so far.
+log, and the table so far. It only reads: it works on a read-only copy of a grid and writes nothing.
 
     python jobs/status.py runs/cifar_loo            # reads the cell folders (+ squeue when SLURM is there)
     python jobs/status.py runs/cifar_loo --no-queue # the cell folders only
 
 States: pending (not submitted / not started), queued (in the SLURM queue), running, requeued (preempted after a
-checkpoint, waiting to resume), done, failed, lost (its SLURM job ended without recording an end state: relaunch).
+checkpoint, waiting to resume), done, failed, lost (said running, but its SLURM job left the queue, its process on
+this host is gone or its heartbeat stopped: relaunch to resume it), unreadable (a damaged status.json, metrics.json
+or cell.yaml, named in the reason: the next launch reruns the cell).
 """
 from __future__ import annotations
 
@@ -15,16 +17,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-ORDER = ["pending", "queued", "running", "requeued", "done", "failed", "lost"]
-
-
-def _cell_dirs(grid_dir: Path) -> list[Path]:
-    from dadf.grid import store
-
-    manifest = store.read_json(grid_dir / "grid.json") or {}
-    if manifest.get("cells"):
-        return [grid_dir / c for c in manifest["cells"]]
-    return sorted(p.parent for p in grid_dir.glob("*/cell.yaml"))
+ORDER = ["pending", "queued", "running", "requeued", "done", "failed", "lost", "unreadable"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,13 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-queue", action="store_true", help="do not ask squeue (read the cell folders only)")
     parser.add_argument("--no-table", action="store_true", help="counts and problems only")
     args = parser.parse_args(argv)
-    from dadf.grid import slurm
+    from dadf.grid import slurm, store
 
     grid_dir = Path(args.grid_dir)
     if not grid_dir.is_dir():
         print(f"error: {grid_dir} does not exist: run python jobs/launch_grid.py grid=<name> first", file=sys.stderr)
         return 2
-    cells = _cell_dirs(grid_dir)
+    cells = [grid_dir / c for c in store.cell_ids(grid_dir)]
     if not cells:
         print(f"error: {grid_dir} holds no cells (no grid.json, no */cell.yaml)", file=sys.stderr)
         return 2
@@ -58,17 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     if note:
         print(note)
     for name, v in views.items():
-        if v["state"] in ("failed", "lost"):
-            print(f"  {v['state'].upper():7s} {name}: {v['reason'] or 'no reason recorded'}")
-            log = v["log"] or str(grid_dir / name / "status.json")
-            print(f"          log: {log}" + (f"  (job {v['job_id']})" if v["job_id"] else ""))
+        if v["state"] in ("failed", "lost", "unreadable"):
+            reason = (v["reason"] or "no reason recorded").removeprefix(f"{v['state']}: ")
+            print(f"  {v['state'].upper():7s} {name}: {reason}")
+            log = v["log"] or (None if v["state"] == "unreadable" else grid_dir / name / "status.json")
+            if log:  # an unreadable cell's reason names its file already
+                print(f"          log: {log}" + (f"  (job {v['job_id']})" if v["job_id"] else ""))
         elif v["state"] == "requeued":
             print(f"  requeued {name}: {v['reason']}")
     if not args.no_table:
         from dadf.grid.aggregate import aggregate
 
         try:
-            _, md = aggregate(grid_dir)
+            _, md = aggregate(grid_dir, write=False)
             print()
             print(md)
         except FileNotFoundError as e:

@@ -12,7 +12,8 @@ import torch
 
 def main(cell_dir: str, out_dir: str) -> None:
     from dadf.grid import store
-    from dadf.train.loop import Trainer, build, score_distributed
+    from dadf.grid.runner import build
+    from dadf.train.loop import Trainer, score_distributed
 
     cell = Path(cell_dir)
     cfg = store.read_cell_config(cell)
@@ -20,7 +21,7 @@ def main(cell_dir: str, out_dir: str) -> None:
     acc = method.accelerator
     world = int(os.environ.get("WORLD_SIZE", "1"))
     assert acc.num_processes == world, (acc.num_processes, world)
-    trainer = Trainer(cfg, method, data, schedule, cell)
+    trainer = Trainer(cfg.trainer, method, data, schedule, cell, seed=int(cfg.seed))
     trainer.run(progress=False)
     scores = score_distributed(method, data.test_x, 64)["score"]
     out = Path(out_dir)

@@ -74,7 +74,7 @@ def test_accumulation_matches_the_full_batch(composer, dirs, tmp_path):
 
 
 def test_global_batch_must_split_over_processes_and_micro_batches(composer, dirs):
-    from dadf.train.loop import run_cell
+    from dadf.grid.runner import run_cell
 
     cell = make_cell(composer, dirs, ["trainer.steps=2", "trainer.batch_size=30", "trainer.accumulate=4"])
     with pytest.raises(ValueError, match="multiple of 4"):
@@ -84,7 +84,7 @@ def test_global_batch_must_split_over_processes_and_micro_batches(composer, dirs
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_paths_run(composer, dirs, precision):
-    from dadf.train.loop import run_cell
+    from dadf.grid.runner import run_cell
 
     cell = make_cell(composer, dirs, ["trainer.steps=20", f"trainer.precision={precision}"])
     result = run_cell(cell.dir)
@@ -98,7 +98,7 @@ def test_mixed_precision_paths_run(composer, dirs, precision):
 
 
 def test_val_auroc_selection_keeps_the_best_validated_state(composer, dirs):
-    from dadf.train.loop import run_cell
+    from dadf.grid.runner import run_cell
 
     cell = make_cell(composer, dirs, ["trainer.steps=40", "trainer.selection=val_auroc", "trainer.eval_every=10",
                                       "protocol.val_fraction=0.1", "protocol.val_anomalies=20"])
@@ -113,7 +113,7 @@ def test_val_auroc_selection_keeps_the_best_validated_state(composer, dirs):
 
 
 def test_val_auroc_selection_without_validation_anomalies_is_refused(composer, dirs):
-    from dadf.train.loop import run_cell
+    from dadf.grid.runner import run_cell
 
     cell = make_cell(composer, dirs, ["trainer.steps=4", "trainer.selection=val_auroc"])
     with pytest.raises(ValueError, match="protocol.val_anomalies"):
@@ -130,8 +130,7 @@ def test_sigusr2_through_submitit_checkpoints_requeues_and_finishes_identically(
     task resumes from the checkpoint and ends with the same weights as an uninterrupted run."""
     import submitit
 
-    from dadf.train.job import CellJob
-    from dadf.train.loop import run_cell
+    from dadf.grid.runner import CellJob, run_cell
 
     extra = ["trainer.steps=600", "trainer.log_every=10", "trainer.checkpoint_every=10000", "trainer.keep_checkpoints=5"]
     ref = make_cell(composer, [f"runs_dir={tmp_path / 'ref'}", dirs[1]], extra)
@@ -187,14 +186,15 @@ def test_sigterm_in_foreground_saves_and_records_requeued(composer, dirs, tmp_pa
 def test_a_signal_during_start_up_stops_training_at_the_first_step_boundary(composer, dirs):
     """A SIGUSR2 that lands before the step loop (data loading, building) is kept, not lost and not fatal: training
     saves and stops at its first agreement point, with a checkpoint to resume from."""
-    from dadf.train.loop import Trainer, build
+    from dadf.grid.runner import build
+    from dadf.train.loop import Trainer
     from dadf.train.preemption import Preempted, PreemptionGuard
 
     cell = make_cell(composer, dirs, ["trainer.steps=50", "trainer.sync_every=4"])
     with PreemptionGuard() as guard:
         os.kill(os.getpid(), signal.SIGUSR2)  # "during start-up"
         method, data, schedule = build(cell.cfg, cell.dir)
-        trainer = Trainer(cell.cfg, method, data, schedule, cell.dir)
+        trainer = Trainer(cell.cfg.trainer, method, data, schedule, cell.dir, seed=int(cell.cfg.seed))
         with pytest.raises(Preempted) as caught:
             trainer.run(progress=False, guard=guard)
     assert caught.value.signum == signal.SIGUSR2 and caught.value.step == 4

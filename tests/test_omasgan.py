@@ -15,7 +15,7 @@ from dadf.methods.base import DataInfo
 from dadf.methods.omasgan import (NETS_OF, OMASGAN, boundary_loss, detector_loss, dispersion, divergence,
                                   generator_loss, nearest_distance, retrain_critic_loss)
 from dadf.train import checkpoint
-from dadf.train.loop import run_cell
+from dadf.grid.runner import run_cell
 
 
 def make(steps=(4, 4, 4, 4), **opts):

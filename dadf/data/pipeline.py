@@ -33,6 +33,28 @@ def shard_dir(dcfg: DictConfig, shards_root: str | Path) -> Path:
     return Path(shards_root) / dcfg.name
 
 
+_DATASET_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset"
+_UNSET = object()
+
+
+def rebuild_overrides(dcfg: DictConfig) -> list[str]:
+    """The `jobs/build_shards.py` overrides, beyond `dataset=<name>`, that compose this dataset config: its data
+    root, and each setting that shapes the shards (source, size, channels, params) or fetches the data (download)
+    where it differs from configs/dataset/<name>.yaml."""
+    path = _DATASET_CONFIGS / f"{dcfg.name}.yaml"
+    default = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {}
+    wanted = {**source_params(dcfg), "download": bool(dcfg.download)}
+    out = [shards.override("dataset.root", data_root(dcfg))]
+    out += [shards.override(f"dataset.{key}", wanted[key]) for key in ("source", "size", "channels", "download")
+            if default.get(key, _UNSET) != wanted[key]]
+    params, default_params = wanted["params"], default.get("params") or {}
+    # "++" sets a key whether or not the config file has it; "~" drops one the file has and this config lacks.
+    out += [shards.override(f"++dataset.params.{k}", v) for k, v in params.items()
+            if default_params.get(k, _UNSET) != v]
+    out += [f"~dataset.params.{k}" for k in default_params if k not in params]
+    return out
+
+
 def ensure_shards(dcfg: DictConfig, shards_root: str | Path, force: bool = False) -> Path:
     """Build the dataset's shards if they are missing (or always, with `force`: the new build replaces the old one
     atomically); refuse shards built from other source settings."""
@@ -46,19 +68,22 @@ def ensure_shards(dcfg: DictConfig, shards_root: str | Path, force: bool = False
 
 
 def _ensure_shards_locked(dcfg: DictConfig, out: Path, force: bool) -> Path:
+    shards.remove_stale_builds(out)  # here too, not only in a build: shards that exist are not rebuilt
     wanted = source_params(dcfg)
+    overrides = rebuild_overrides(dcfg)
+    rebuild = shards.force_rebuild_command(out, dcfg.name, overrides)
     if (out / "index.json").exists() and not force:
-        built = shards.read_index(out).get("source_params")
+        built = shards.read_index(out, rebuild=rebuild).get("source_params")
         if built != wanted:
             raise shards.ShardError(
                 f"shards in {out} were built with {built}, but dataset {dcfg.name!r} now asks for {wanted}; "
-                f"remove the folder or rebuild with: {shards.rebuild_command(dcfg.name)} force=true"
+                f"remove the folder or rebuild with: {rebuild}"
             )
         return out
     p = wanted
     source = sources.load_source(p["source"], data_root(dcfg), download=bool(dcfg.download), size=p["size"],
                                  channels=p["channels"], **p["params"])
-    shards.build_shards(source, out, dataset_name=dcfg.name, source_params=wanted)
+    shards.build_shards(source, out, dataset_name=dcfg.name, source_params=wanted, rebuild_overrides=overrides)
     return out
 
 

@@ -2,7 +2,8 @@
 
 Layout of a shard folder::
 
-    index.json              dataset metadata + per part: count and shards (file, count, sha256)
+    index.json              dataset metadata, the overrides that rebuild it + per part: count and shards
+                            (file, count, sha256)
     <part>-000000.tar ...   WebDataset tars; sample key "<part>_<original index>", members
                             "<key>.x.npy" (one row of x) and "<key>.cls" (class index as text)
 
@@ -12,14 +13,18 @@ split indices made on the original `Source` stay valid.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
 import math
 import os
 import re
+import shlex
 import shutil
+import socket
 import tarfile
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,12 +47,44 @@ def sample_key(part: str, index: int) -> str:
     return f"{part}_{index:08d}"
 
 
-def rebuild_command(dataset_name: str) -> str:
-    return f"python jobs/build_shards.py dataset={dataset_name}"
+def rebuild_command(dataset_name: str, *overrides: str) -> str:
+    """The `jobs/build_shards.py` command line (run from the repository root), shell-quoted to run as printed."""
+    return shlex.join(["python", "jobs/build_shards.py", f"dataset={dataset_name}", *overrides])
 
 
-def _shard_error(path: Path | str, problem: str, dataset: str) -> ShardError:
-    return ShardError(f"{path}: {problem}; rebuild with: {rebuild_command(dataset)}")
+def force_rebuild_command(out_dir: Path | str, dataset_name: str, overrides: Iterable[str] = ()) -> str:
+    """The command that rebuilds the shards in `out_dir` from the dataset config given by `overrides`: with
+    `force=true`, since without it existing shards are kept as they are, and with the shards folder in use."""
+    return rebuild_command(dataset_name, *overrides, override("shards_dir", Path(out_dir).resolve().parent),
+                           "force=true")
+
+
+_BARE = re.compile(r"[A-Za-z_/][A-Za-z0-9_/.+@-]*")  # strings Hydra reads unquoted as themselves (unless a keyword)
+
+
+def override(key: str, value) -> str:
+    """`key=value` in Hydra's override grammar, so that the command line composes exactly `value`."""
+    return f"{key}={_hydra_value(value)}"
+
+
+def _hydra_value(value) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if _BARE.fullmatch(text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
+        return text
+    # Quoted: a backslash is an escape only before a quote or the closing quote, so only those are doubled.
+    return "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), text) + "'"
+
+
+def _shard_error(path: Path | str, problem: str, rebuild: str) -> ShardError:
+    return ShardError(f"{path}: {problem}; rebuild with: {rebuild}")
 
 
 def _shard_name(part: str, number: int) -> str:
@@ -134,9 +171,54 @@ def _check_buildable(source: Source, samples_per_shard: int, min_shards: int) ->
             raise ShardError(f"part {part!r}: x has {len(x)} rows but y has {len(y)}")
 
 
+# A live build writes a shard every few seconds; a scratch folder untouched this long belongs to a dead one.
+STALE_BUILD_S = 3600
+
+
+def _scratch_dir(out_dir: Path, kind: str) -> Path:
+    """A build's own scratch folder next to `out_dir`, named after its host and pid so a later build can tell
+    whether its owner is still alive."""
+    return out_dir.with_name(f"{out_dir.name}.{kind}-{socket.gethostname()}-{os.getpid()}")
+
+
+def remove_stale_builds(out_dir: Path) -> list[Path]:
+    """Remove the scratch folders that killed builds of `out_dir` left behind (a killed build never reaches its
+    own cleanup) and return them. A folder is stale when its pid is not alive on this host or, for another host's
+    (its pid cannot be checked from here) or an unnamed host's, when nothing in it changed for STALE_BUILD_S."""
+    out_dir = Path(out_dir)
+    pattern = re.compile(rf"{re.escape(out_dir.name)}\.(?:tmp|old)-(?:(?P<host>.+)-)?(?P<pid>\d+)")
+    removed = []
+    for path in out_dir.parent.glob(f"{glob.escape(out_dir.name)}.*-*"):
+        m = pattern.fullmatch(path.name)
+        if m and path.is_dir() and _build_is_dead(path, m["host"], int(m["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _build_is_dead(path: Path, host: str | None, pid: int) -> bool:
+    if host == socket.gethostname() and not _pid_alive(pid):
+        return True
+    try:
+        last_write = max([path.stat().st_mtime] + [entry.stat().st_mtime for entry in os.scandir(path)])
+    except FileNotFoundError:  # its owner is moving or removing it right now: alive
+        return False
+    return time.time() - last_write > STALE_BUILD_S
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
     """Swap the finished build in; an old folder is moved aside first and removed only afterwards."""
-    old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
+    old = _scratch_dir(out_dir, "old")
     shutil.rmtree(old, ignore_errors=True)
     if out_dir.exists():
         out_dir.rename(old)
@@ -153,8 +235,12 @@ def build_shards(
     min_shards: int = 8,
     seed: int = 0,
     source_params: dict | None = None,
+    rebuild_overrides: Iterable[str] = (),
 ) -> dict:
-    """Write `source` as shuffled WebDataset shards into `out_dir` (atomically) and return the index."""
+    """Write `source` as shuffled WebDataset shards into `out_dir` (atomically) and return the index.
+
+    `rebuild_overrides` are the `jobs/build_shards.py` overrides (beyond `dataset=<dataset_name>`) that give the
+    dataset config this build came from; errors about these shards print them in their rebuild command."""
     _check_buildable(source, samples_per_shard, min_shards)
     out_dir = Path(out_dir)
     first_x = next(iter(source.parts.values()))[0]
@@ -168,9 +254,11 @@ def build_shards(
         "dtype": str(first_x.dtype),
         "meta": _json_ready(source.meta, "source.meta"),
         "source_params": _json_ready(source_params or {}, "source_params"),
+        "rebuild_overrides": list(rebuild_overrides),
         "parts": {},
     }
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    remove_stale_builds(out_dir)
+    tmp = _scratch_dir(out_dir, "tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -188,20 +276,26 @@ def build_shards(
 # Reading the index.
 
 
-def read_index(out_dir: Path) -> dict:
+def read_index(out_dir: Path, *, rebuild: str | None = None) -> dict:
+    """The index of the shards in `out_dir`; a bad index's error prints `rebuild` (default: a command guessed
+    from the folder name, which is the dataset's by convention, since without an index nothing else is known)."""
     path = Path(out_dir) / INDEX_FILE
-    # Without an index the dataset name is unknown; the folder is named after it by convention.
-    guess = Path(out_dir).name
+    rebuild = rebuild or force_rebuild_command(out_dir, Path(out_dir).name)
     if not path.is_file():
-        raise _shard_error(path, "missing index (shards were never built or the build did not finish)", guess)
+        raise _shard_error(path, "missing index (shards were never built or the build did not finish)", rebuild)
     try:
         index = json.loads(path.read_text())
     except (OSError, ValueError) as exn:
-        raise _shard_error(path, f"unreadable index ({exn})", guess) from exn
+        raise _shard_error(path, f"unreadable index ({exn})", rebuild) from exn
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         found = index.get("format") if isinstance(index, dict) else None
-        raise _shard_error(path, f"unsupported index format {found!r} (expected {FORMAT})", guess)
+        raise _shard_error(path, f"unsupported index format {found!r} (expected {FORMAT})", rebuild)
     return index
+
+
+def _index_rebuild_command(out_dir: Path, index: dict) -> str:
+    # Indexes written before rebuild_overrides was recorded give the bare dataset name.
+    return force_rebuild_command(out_dir, index["dataset"], index.get("rebuild_overrides", ()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,13 +343,13 @@ def _check_header_sums(data: bytes, offsets: list[int], stored: list[int]) -> No
         raise tarfile.TarError(f"bad header checksum at byte {offsets[bad[0]]}")
 
 
-def _read_shard(path: Path, part: str, dataset: str):
+def _read_shard(path: Path, part: str, rebuild: str):
     """Parse one shard held in memory: (bytes, row indices, {row: class}, x payload (offset, size))."""
     data = path.read_bytes()
     try:
         members = _tar_members(data)
     except (tarfile.TarError, ValueError, UnicodeDecodeError) as exn:
-        raise _shard_error(path, f"unreadable tar ({exn})", dataset) from exn
+        raise _shard_error(path, f"unreadable tar ({exn})", rebuild) from exn
     prefix = part + "_"
     rows, classes, x_offsets = [], {}, []
     for name, offset, size in members:
@@ -264,7 +358,7 @@ def _read_shard(path: Path, part: str, dataset: str):
         key, _, ext = name.partition(".")
         row = _row_of(key, prefix)
         if row is None:
-            raise _shard_error(path, f"sample {key!r} does not belong to part {part!r}", dataset)
+            raise _shard_error(path, f"sample {key!r} does not belong to part {part!r}", rebuild)
         if ext == "x.npy":
             rows.append(row)
             x_offsets.append((offset, size))
@@ -278,7 +372,7 @@ def _row_of(key: str, prefix: str) -> int | None:
     return int(digits) if key.startswith(prefix) and digits.isdigit() else None
 
 
-def _place_x(path, data: bytes, offsets, rows, x_out_bytes: np.ndarray, layout: _Layout, dataset: str):
+def _place_x(path, data: bytes, offsets, rows, x_out_bytes: np.ndarray, layout: _Layout, rebuild: str):
     """Copy the row payloads into their rows; fall back to np.load when a header is unexpected."""
     hlen = len(layout.header)
     fast = [k for k, (off, size) in enumerate(offsets) if size == hlen + layout.nbytes and
@@ -293,11 +387,11 @@ def _place_x(path, data: bytes, offsets, rows, x_out_bytes: np.ndarray, layout: 
         if row.shape != layout.shape or row.dtype != layout.dtype:
             raise _shard_error(
                 path, f"sample {rows[k]} has shape {row.shape} {row.dtype}, index says "
-                f"{layout.shape} {layout.dtype}", dataset)
+                f"{layout.shape} {layout.dtype}", rebuild)
         x_out_bytes[rows[k]] = np.frombuffer(row.tobytes(), dtype=np.uint8)
 
 
-def _load_part(out_dir: Path, part: str, entry: dict, layout: _Layout, dataset: str, verify: bool):
+def _load_part(out_dir: Path, part: str, entry: dict, layout: _Layout, rebuild: str, verify: bool):
     n = int(entry["count"])
     x = np.empty((n, *layout.shape), dtype=layout.dtype)
     x_bytes = x.reshape(n, -1).view(np.uint8) if n else np.empty((0, layout.nbytes), np.uint8)
@@ -306,31 +400,31 @@ def _load_part(out_dir: Path, part: str, entry: dict, layout: _Layout, dataset: 
     for shard in entry["shards"]:
         path = out_dir / shard["file"]
         if not path.is_file():
-            raise _shard_error(path, "missing shard file", dataset)
+            raise _shard_error(path, "missing shard file", rebuild)
         if verify and _sha256(path) != shard["sha256"]:
-            raise _shard_error(path, "checksum mismatch (file differs from the one index.json recorded)", dataset)
-        data, rows, classes, offsets = _read_shard(path, part, dataset)
-        _check_shard_rows(path, rows, classes, shard["count"], n, seen, dataset)
-        _place_x(path, data, offsets, rows, x_bytes, layout, dataset)
+            raise _shard_error(path, "checksum mismatch (file differs from the one index.json recorded)", rebuild)
+        data, rows, classes, offsets = _read_shard(path, part, rebuild)
+        _check_shard_rows(path, rows, classes, shard["count"], n, seen, rebuild)
+        _place_x(path, data, offsets, rows, x_bytes, layout, rebuild)
         y[rows] = [classes[r] for r in rows]
         seen[rows] = True
     if not seen.all():
-        raise _shard_error(out_dir / INDEX_FILE, f"part {part!r}: {int((~seen).sum())} of {n} samples missing", dataset)
+        raise _shard_error(out_dir / INDEX_FILE, f"part {part!r}: {int((~seen).sum())} of {n} samples missing", rebuild)
     return x, y
 
 
-def _check_shard_rows(path, rows, classes, expected, n, seen, dataset) -> None:
+def _check_shard_rows(path, rows, classes, expected, n, seen, rebuild) -> None:
     complete = len(set(rows) & set(classes))  # samples with both members
     if complete < expected:
-        raise _shard_error(path, f"truncated: read {complete} of {expected} samples", dataset)
+        raise _shard_error(path, f"truncated: read {complete} of {expected} samples", rebuild)
     if len(rows) != expected or len(classes) != expected:
         raise _shard_error(
-            path, f"count mismatch: {len(rows)} x.npy and {len(classes)} cls members, index says {expected}", dataset)
+            path, f"count mismatch: {len(rows)} x.npy and {len(classes)} cls members, index says {expected}", rebuild)
     arr = np.asarray(rows, dtype=np.int64)
     if len(arr) and (arr.min() < 0 or arr.max() >= n):
-        raise _shard_error(path, f"sample index out of range 0..{n - 1}", dataset)
+        raise _shard_error(path, f"sample index out of range 0..{n - 1}", rebuild)
     if seen[arr].any() or len(np.unique(arr)) != len(arr):
-        raise _shard_error(path, "duplicate sample keys", dataset)
+        raise _shard_error(path, "duplicate sample keys", rebuild)
 
 
 def load_source_from_shards(out_dir: Path, *, verify: bool = True) -> Source:
@@ -342,9 +436,9 @@ def load_source_from_shards(out_dir: Path, *, verify: bool = True) -> Source:
     out_dir = Path(out_dir)
     index = read_index(out_dir)
     layout = _Layout(index["sample_shape"], index["dtype"])
-    dataset = index["dataset"]
+    rebuild = _index_rebuild_command(out_dir, index)
     parts = {
-        part: _load_part(out_dir, part, entry, layout, dataset, verify) for part, entry in index["parts"].items()
+        part: _load_part(out_dir, part, entry, layout, rebuild, verify) for part, entry in index["parts"].items()
     }
     return Source(
         name=index["name"], kind=index["kind"], parts=parts, classes=tuple(index["classes"]), meta=index["meta"]
@@ -373,8 +467,8 @@ class _CheckedShards:
     A class rather than a closure so the pipeline pickles into spawned DataLoader workers.
     """
 
-    def __init__(self, counts: dict[str, int], dataset: str):
-        self.counts, self.dataset = counts, dataset
+    def __init__(self, counts: dict[str, int], rebuild: str):
+        self.counts, self.rebuild = counts, rebuild
 
     def __call__(self, urls: Iterable[dict]) -> Iterator[dict]:
         for item in urls:
@@ -389,9 +483,9 @@ class _CheckedShards:
         except Exception as exn:  # any read failure means a bad shard
             problem = "missing shard file" if isinstance(exn, FileNotFoundError) else "unreadable tar"
             detail = exn.args[0] if exn.args else ""
-            raise _shard_error(url, f"{problem} ({type(exn).__name__}: {detail})", self.dataset) from exn
+            raise _shard_error(url, f"{problem} ({type(exn).__name__}: {detail})", self.rebuild) from exn
         if n != self.counts[url]:
-            raise _shard_error(url, f"truncated: read {n} of {self.counts[url]} samples", self.dataset)
+            raise _shard_error(url, f"truncated: read {n} of {self.counts[url]} samples", self.rebuild)
 
 
 class _HasKey:
@@ -426,7 +520,8 @@ def stream_samples(
     shards = _rank_shards(index, part, rank, world_size, shuffle_shards, seed)
     urls = [str(out_dir / s["file"]) for s in shards]
     counts = dict(zip(urls, (int(s["count"]) for s in shards)))
-    stages = [wds.SimpleShardList(urls), wds.split_by_worker, _CheckedShards(counts, index["dataset"])]
+    checked = _CheckedShards(counts, _index_rebuild_command(out_dir, index))
+    stages = [wds.SimpleShardList(urls), wds.split_by_worker, checked]
     if keys is not None:
         stages.append(wds.select(_HasKey(keys)))
     stages.append(wds.map(_decode))

@@ -8,6 +8,7 @@ Relative `path` parameters (`idx`, `image_folder`) are taken relative to `root`.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import inspect
 import io
@@ -159,15 +160,43 @@ def resize(x: np.ndarray, size: int) -> np.ndarray:
 # ---------------------------------------------------------------- helpers
 
 
-def _missing_files_error(source: str, folder: Path, expected: Iterable[Path], downloadable: bool) -> DataError:
-    listing = "\n  ".join(str(p) for p in expected)
+def _missing_files_error(source: str, folder: Path, missing: Iterable[Path], downloadable: bool) -> DataError:
+    """`missing`: every expected file that is absent, so that one error shows all there is to copy."""
+    listing = "\n  ".join(str(p) for p in missing)
     elsewhere = "point dataset.root at a folder that holds them"
     fix = (
         f"set dataset.download=true to download them there, or {elsewhere}"
         if downloadable
         else f"dadf cannot download this dataset: copy the files there, or {elsewhere}"
     )
-    return DataError(f"{source}: data not found in {folder}. Expected files:\n  {listing}\nTo fix: {fix}.")
+    return DataError(f"{source}: data not found in {folder}. Missing files:\n  {listing}\nTo fix: {fix}.")
+
+
+def _absent(paths: Iterable[Path]) -> list[Path]:
+    return [p for p in paths if not p.exists()]
+
+
+def _corrupt_file_error(path: Path | str, problem: str, downloadable: bool) -> DataError:
+    fix = (
+        "delete it and set dataset.download=true to download it again, or copy an intact copy there"
+        if downloadable
+        else "copy an intact copy of it there (dadf cannot download this dataset)"
+    )
+    return DataError(f"{path} is corrupt or truncated ({problem}). To fix: {fix}.")
+
+
+@contextlib.contextmanager
+def _reading(path: Path | str, downloadable: bool = False):
+    """Name the file when a decoder fails on it: gzip, zlib, zipfile, tarfile, PIL and scipy raise bare EOFError,
+    zlib.error, BadGzipFile, IndexError... that say neither which file it was nor that the file is damaged."""
+    try:
+        yield
+    except (DataError, FileNotFoundError, PermissionError):
+        raise  # already say what is wrong and name the file
+    except Exception as exn:  # noqa: BLE001 -- whatever a decoder raises on this file means the file is bad
+        module = type(exn).__module__.split(".")[0]  # "zlib.error" says more than "error"
+        kind = type(exn).__name__ if module == "builtins" else f"{module}.{type(exn).__name__}"
+        raise _corrupt_file_error(path, f"{kind}: {exn}", downloadable) from exn
 
 
 def _resolve(root: Path, path: str | Path) -> Path:
@@ -187,9 +216,15 @@ def _split_stratified(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _decode_images(blobs: list[bytes], what: str) -> np.ndarray:
-    """Decode encoded images of one size into uint8 (N, C, H, W): grey if every image is grey, else RGB."""
-    images = [Image.open(io.BytesIO(b)) for b in blobs]
+def _decode_images(blobs: list[bytes], names: list[str], what: str) -> np.ndarray:
+    """Decode encoded images of one size into uint8 (N, C, H, W): grey if every image is grey, else RGB.
+    `names` (file or archive member of each blob) name a blob that does not decode."""
+    images = []
+    for blob, name in zip(blobs, names):
+        with _reading(name):
+            image = Image.open(io.BytesIO(blob))
+            image.load()  # decode now, where a truncated image is still known by its name
+        images.append(image)
     grey = all(im.mode in ("1", "L", "LA") for im in images)
     sizes = {im.size for im in images}
     if len(sizes) > 1:
@@ -205,24 +240,31 @@ def _decode_images(blobs: list[bytes], what: str) -> np.ndarray:
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read one idx file (plain or .gz) into a native-endian array."""
+def read_idx(path: str | Path, *, downloadable: bool = False) -> np.ndarray:
+    """Read one idx file (plain or .gz) into a native-endian array; `downloadable`: whether the error for a bad
+    file may suggest dataset.download=true."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
+    with _reading(path, downloadable), opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an idx file (bad magic number); expected MNIST-format idx data")
+        raise _corrupt_file_error(path, "not an idx file: bad magic number", downloadable)
     dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise _corrupt_file_error(path, f"the header stops at byte {len(data)}", downloadable)
     dims = struct.unpack(f">{ndim}I", data[4:header])
     count = int(np.prod(dims))
     if len(data) - header != count * dtype.itemsize:
-        raise DataError(f"{path} is truncated or corrupt: header says {dims}, payload has {len(data) - header} bytes")
+        raise _corrupt_file_error(path, f"header says {dims}, payload has {len(data) - header} bytes", downloadable)
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 _IDX_PARTS = {"train": "train", "t10k": "test"}
+
+
+def _idx_stems(prefix: str) -> tuple[str, str]:
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
 
 
 def _idx_file(folder: Path, stem: str) -> Path | None:
@@ -232,29 +274,32 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_idx_folder(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Parts found in an MNIST-format folder: `train-*` -> "train", `t10k-*` -> "test"."""
+def _read_idx_folder(
+    name: str, folder: Path, prefixes: Iterable[str], downloadable: bool
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The parts of an MNIST-format folder (`train-*` -> "train", `t10k-*` -> "test") for `prefixes`; an absent
+    file (plain or .gz) is an error that names every absent one."""
+    files = {stem: _idx_file(folder, stem) for prefix in prefixes for stem in _idx_stems(prefix)}
+    missing = [folder / f"{stem}.gz" for stem, path in files.items() if path is None]
+    if missing:
+        raise _missing_files_error(name, folder, missing, downloadable)
     parts = {}
-    for prefix, part in _IDX_PARTS.items():
-        images = _idx_file(folder, f"{prefix}-images-idx3-ubyte")
-        labels = _idx_file(folder, f"{prefix}-labels-idx1-ubyte")
-        if images is None or labels is None:
-            continue
-        x, y = read_idx(images), read_idx(labels).astype(np.int64)
+    for prefix in prefixes:
+        images, labels = (files[stem] for stem in _idx_stems(prefix))
+        x = read_idx(images, downloadable=downloadable)
+        y = read_idx(labels, downloadable=downloadable).astype(np.int64)
         if len(x) != len(y):
-            raise DataError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
-        parts[part] = (np.ascontiguousarray(x[:, None] if x.ndim == 3 else x, dtype=np.uint8), y)
+            raise DataError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels; one of them is "
+                            "corrupt or from another dataset: copy intact ones there")
+        parts[_IDX_PARTS[prefix]] = (np.ascontiguousarray(x[:, None] if x.ndim == 3 else x, dtype=np.uint8), y)
     return parts
 
 
-def _expected_idx_files(folder: Path, prefixes: Iterable[str] = _IDX_PARTS) -> list[Path]:
-    return [folder / f"{p}-{kind}-ubyte.gz" for p in prefixes for kind in ("images-idx3", "labels-idx1")]
-
-
-def _idx_source(name: str, folder: Path, classes: Iterable[str] | None) -> Source:
-    parts = _read_idx_folder(folder)
-    if not parts:
-        raise _missing_files_error(name, folder, _expected_idx_files(folder), downloadable=False)
+def _idx_source(name: str, folder: Path, classes: Iterable[str] | None, prefixes: Iterable[str] | None) -> Source:
+    """`prefixes` None: whichever parts have a file in the folder (all are expected when none has)."""
+    if prefixes is None:
+        prefixes = [p for p in _IDX_PARTS if any(_idx_file(folder, s) for s in _idx_stems(p))] or list(_IDX_PARTS)
+    parts = _read_idx_folder(name, folder, prefixes, downloadable=False)
     n_labels = max(int(y.max()) for _, y in parts.values()) + 1
     classes = tuple(classes) if classes is not None else tuple(str(i) for i in range(n_labels))
     if len(classes) < n_labels:
@@ -264,13 +309,13 @@ def _idx_source(name: str, folder: Path, classes: Iterable[str] | None) -> Sourc
 
 @register("idx")
 def load_idx(root: Path, download: bool, *, path: str, classes: list[str] | None = None) -> Source:
-    return _idx_source("idx", _resolve(root, path), classes)
+    return _idx_source("idx", _resolve(root, path), classes, prefixes=None)
 
 
 @register("notmnist")
 def load_notmnist(root: Path, download: bool) -> Source:
     # Ships only the t10k files, so the source has the single part "test".
-    return _idx_source("notmnist", root / "notMNIST" / "raw", "ABCDEFGHIJ")
+    return _idx_source("notmnist", root / "notMNIST" / "raw", "ABCDEFGHIJ", prefixes=["t10k"])
 
 
 def _torchvision_idx(name: str, dataset_cls: str, folder_name: str, classes: tuple[str, ...]):
@@ -278,13 +323,15 @@ def _torchvision_idx(name: str, dataset_cls: str, folder_name: str, classes: tup
 
     def load(root: Path, download: bool) -> Source:
         folder = root / folder_name / "raw"
-        if download and set(_read_idx_folder(folder)) != {"train", "test"}:
+        try:
+            parts = _read_idx_folder(name, folder, _IDX_PARTS, downloadable=True)
+        except DataError:  # files missing or corrupt: torchvision downloads those whose checksum is not right
+            if not download:
+                raise
             import torchvision.datasets
 
             getattr(torchvision.datasets, dataset_cls)(str(root), train=True, download=True)
-        parts = _read_idx_folder(folder)
-        if set(parts) != {"train", "test"}:
-            raise _missing_files_error(name, folder, _expected_idx_files(folder), downloadable=True)
+            parts = _read_idx_folder(name, folder, _IDX_PARTS, downloadable=True)
         return Source(name, IMAGE, parts, classes, {"folder": str(folder)})
 
     return load
@@ -320,15 +367,23 @@ def _torchvision_source(
 
     The files are checked first so that a missing dataset gives our error (and torchvision is imported only then).
     """
-    if not download and not all(p.exists() for p in expected):
-        raise _missing_files_error(name, root, expected, downloadable=True)
+    missing = _absent(expected)
+    if missing and not download:
+        raise _missing_files_error(name, root, missing, downloadable=True)
     import torchvision.datasets
 
     make = getattr(torchvision.datasets, dataset)
     try:
         datasets = {part: make(str(root), download=download, **kwargs) for part, kwargs in splits.items()}
     except RuntimeError as err:  # torchvision's "Dataset not found or corrupted" / failed download
-        raise DataError(f"{name}: torchvision could not load it from {root}: {err}") from err
+        if missing:  # it was asked to download them
+            raise DataError(f"{name}: torchvision could not download it into {root}: {err}") from err
+        files = "\n  ".join(str(p) for p in expected)
+        raise DataError(
+            f"{name}: torchvision could not load it from {root} ({err}): one of these files is corrupt or "
+            f"truncated:\n  {files}\nTo fix: set dataset.download=true, which downloads again the files whose "
+            "checksum is wrong, or copy intact copies there."
+        ) from err
     parts = {}
     for part, ds in datasets.items():
         x = np.asarray(ds.data, dtype=np.uint8)
@@ -369,15 +424,17 @@ def load_omniglot(root: Path, download: bool, *, invert: bool = True) -> Source:
     """Omniglot's background "small" sets as one OOD part "test"; the class is the alphabet."""
     folder = root / "omniglot"
     zips = [folder / "images_background_small1.zip", folder / "images_background_small2.zip"]
-    if not all(z.is_file() for z in zips):
-        raise _missing_files_error("omniglot", folder, zips, downloadable=False)
-    alphabets, blobs = [], []
+    missing = _absent(zips)
+    if missing:
+        raise _missing_files_error("omniglot", folder, missing, downloadable=False)
+    alphabets, blobs, names = [], [], []
     for path in zips:
-        with zipfile.ZipFile(path) as archive:
+        with _reading(path), zipfile.ZipFile(path) as archive:
             for member in sorted(n for n in archive.namelist() if n.lower().endswith(".png")):
                 alphabets.append(member.split("/")[-3])  # <set>/<alphabet>/<character>/<file>.png
                 blobs.append(archive.read(member))
-    x = _decode_images(blobs, "omniglot")
+                names.append(f"{path}/{member}")
+    x = _decode_images(blobs, names, "omniglot")
     if invert:
         # Omniglot draws black strokes on white; MNIST-like data has bright strokes on black, which is what an
         # MNIST/FMNIST-trained model expects of an OOD set.
@@ -398,7 +455,7 @@ def _folder_entries(path: Path) -> Iterator[tuple[str, str, str, bytes]]:
 
 def _tar_entries(path: Path) -> Iterator[tuple[str, str, str, bytes]]:
     # Sequential iteration reads a compressed tar in one pass, without extracting anything to disk.
-    with tarfile.open(path, "r:*") as archive:
+    with _reading(path), tarfile.open(path, "r:*") as archive:
         for member in archive:
             names = Path(member.name).parts
             names = names[1:] if names and names[0] == "." else names
@@ -427,9 +484,10 @@ def _read_image_folder(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarr
     classes = tuple(sorted({cls for _, cls, _, _ in entries}))
     parts = {}
     for part in sorted({p for p, _, _, _ in entries}):
-        rows = [(cls, blob) for p, cls, _, blob in entries if p == part]
-        x = _decode_images([blob for _, blob in rows], f"image_folder {path}")
-        y = np.searchsorted(classes, [cls for cls, _ in rows]).astype(np.int64)
+        rows = [(cls, file, blob) for p, cls, file, blob in entries if p == part]
+        names = [f"{path}/{part}/{cls}/{file}" for cls, file, _ in rows]
+        x = _decode_images([blob for _, _, blob in rows], names, f"image_folder {path}")
+        y = np.searchsorted(classes, [cls for cls, _, _ in rows]).astype(np.int64)
         parts[part] = (x, y)
     return parts, classes
 
@@ -498,7 +556,8 @@ def _odds_source(source: str, root: Path, name: str) -> Source:
     path = root / "odds" / f"{name}.mat"
     if not path.is_file():
         raise _missing_files_error(source, path.parent, [path], downloadable=False)
-    mat = loadmat(path)
+    with _reading(path):
+        mat = loadmat(path)
     if "X" not in mat or "y" not in mat:
         raise DataError(f"{path} lacks the ODDS keys X and y (found {sorted(k for k in mat if not k.startswith('_'))})")
     return _tabular_source(source, mat["X"], mat["y"], {"file": str(path)})
@@ -543,15 +602,16 @@ def load_kdd99(root: Path, download: bool, *, file: str = "kddcup.data_10_percen
     path = root / "kddcup99" / file
     if not path.is_file():
         raise _missing_files_error("kdd99", path.parent, [path], downloadable=False)
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
-        text = f.read()
     one_hot_idx = [KDD_COLUMNS.index(c) for c in KDD_ONE_HOT]
     numeric_idx = [i for i in range(len(KDD_COLUMNS)) if i not in one_hot_idx]
     label_idx = len(KDD_COLUMNS)
-    # numpy's C parser is several times faster than csv.reader on 494k rows.
-    numeric = np.loadtxt(io.BytesIO(text), delimiter=",", usecols=numeric_idx, dtype=np.float64)
-    # bytes, not str: numpy sizes the field itself and parses several times faster than into unicode.
-    symbolic = np.loadtxt(io.BytesIO(text), delimiter=",", usecols=one_hot_idx + [label_idx], dtype=bytes)
+    with _reading(path):
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            text = f.read()
+        # numpy's C parser is several times faster than csv.reader on 494k rows.
+        numeric = np.loadtxt(io.BytesIO(text), delimiter=",", usecols=numeric_idx, dtype=np.float64)
+        # bytes, not str: numpy sizes the field itself and parses several times faster than into unicode.
+        symbolic = np.loadtxt(io.BytesIO(text), delimiter=",", usecols=one_hot_idx + [label_idx], dtype=bytes)
     encoded = [np.unique(symbolic[:, j], return_inverse=True) for j in range(len(KDD_ONE_HOT))]
     # Continuous columns first, then each one-hot block; written straight into float32 to spare a 480 MB copy.
     x = np.zeros((len(numeric), numeric.shape[1] + sum(len(v) for v, _ in encoded)), dtype=np.float32)

@@ -13,9 +13,11 @@ and an average over a row that lacks a finished value is flagged with *.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,34 +54,49 @@ class CellRecord:
 def load_records(grid_dir: Path) -> list[CellRecord]:
     """The grid's cells in table order: those of its latest expansion (grid.json), else every cell folder.
 
-    A cell listed in grid.json whose folder is absent (not launched yet) is kept as "missing", never dropped.
+    A cell listed in grid.json whose folder is absent (not launched yet) is kept as "missing", never dropped; one
+    with a damaged file as "unreadable", one whose process is gone as "lost".
     """
     grid_dir = Path(grid_dir)
-    manifest = store.read_json(grid_dir / "grid.json")
-    ids = manifest["cells"] if manifest else sorted(p.name for p in grid_dir.iterdir() if (p / "cell.yaml").exists())
     records = []
-    for cid in ids:
+    for cid in store.cell_ids(grid_dir):
         d = grid_dir / cid
         if not (d / "cell.yaml").exists():
-            records.append(_unlaunched(cid, d))
+            records.append(_from_id(cid, d, "missing", "no cell folder yet"))
             continue
-        status = store.read_status(d)
-        result = store.read_json(d / "metrics.json") if status.get("state") == store.DONE else None
-        full = OmegaConf.to_container(OmegaConf.load(d / "cell.yaml"), resolve=True)
-        records.append(CellRecord(cid, full["cell"], status.get("state", store.PENDING), status.get("reason"), result,
-                                  d, full.get("protocol") or {}, (full.get("dataset") or {}).get("num_classes")))
+        try:
+            full = OmegaConf.to_container(store.read_cell_config(d), resolve=True)
+        except store.Unreadable as e:
+            records.append(_from_id(cid, d, store.UNREADABLE, str(e)))
+            continue
+        status = store.read_status(d)  # damaged status.json or metrics.json: state unreadable
+        state, reason = status.get("state", store.PENDING), status.get("reason")
+        result = store.read_json(d / "metrics.json") if state == store.DONE else None
+        lost = store.liveness(d, status)
+        if lost:
+            state, reason = store.LOST, lost
+        records.append(CellRecord(cid, full["cell"], state, reason, result, d, full.get("protocol") or {},
+                                  (full.get("dataset") or {}).get("num_classes")))
     return records
 
 
-def _unlaunched(cid: str, d: Path) -> CellRecord | None:
-    """A manifest cell without a folder: parse its id (method-dataset-protocol-...-s<seed>-hash) as far as it goes."""
+def _from_id(cid: str, d: Path, state: str, reason: str) -> CellRecord:
+    """A cell without a readable config: parse its id (method-dataset-protocol-...-s<seed>-hash) as far as it goes."""
     parts = cid.split("-")
     cell = {"id": cid, "method": parts[0], "dataset": parts[1] if len(parts) > 1 else "?",
             "protocol": parts[2] if len(parts) > 2 else "?", "target_class": None, "secondary": None, "axes": {}}
     for part in parts[3:-2]:
         if re.fullmatch(r"c\d+", part):
             cell["target_class"] = int(part[1:])
-    return CellRecord(cid, cell, "missing", "no cell folder yet", None, d, {"name": cell["protocol"]})
+    return CellRecord(cid, cell, state, reason, None, d, {"name": cell["protocol"]})
+
+
+EXPLAINED = (store.FAILED, store.LOST, store.UNREADABLE)  # states whose reason the table and report print
+
+
+def why(rec: CellRecord) -> str:
+    """The reason of an EXPLAINED cell, without the state it may start with (an unreadable cell's does)."""
+    return (rec.reason or "").removeprefix(f"{rec.state}: ")
 
 
 def layout_of(records: list[CellRecord]) -> str:
@@ -199,8 +216,8 @@ def build_table(records: list[CellRecord], metrics: list[str], title: str = "", 
                 if v is not None and not (isinstance(v, float) and math.isnan(v)):
                     e.values.append(float(v))
                     e.seeds.append(int(rec.cell.get("seed", rec.result.get("seed", 0))))
-            elif rec.state == store.FAILED and rec.reason:
-                e.reasons.append(f"{rec.id}: {rec.reason}")
+            elif rec.state in EXPLAINED and rec.reason:
+                e.reasons.append(f"{rec.state}: {rec.id}: {why(rec)}")
     if layout not in (PER_CLASS, BY_P) or not all(re.fullmatch(r"c\d+", c) for c in table.columns):
         table.num_classes = None  # only class columns have a known full set
     _attach_papers(table, pub.load() if published is None else published)
@@ -252,7 +269,7 @@ def _cell_text(table: Table, e: Entry) -> str:
     if e.values:  # some seeds done, others not
         m, _ = _mean_std(e.values)
         return f"{m:.3f}* ({len(e.values)}/{e.n_cells})"
-    for state in (store.FAILED, store.RUNNING, store.REQUEUED, store.PENDING, "missing"):
+    for state in (store.FAILED, store.UNREADABLE, store.LOST, store.RUNNING, store.REQUEUED, store.PENDING, "missing"):
         if state in e.states:
             return state
     return "no result"  # done, but metrics.json lacks this metric (or is unreadable)
@@ -404,8 +421,7 @@ def footnotes(table: Table) -> list[str]:
     if any("n/c" in x for line in body for x in line[1:]):
         notes.append(f"n/c: the grid has {len(table.columns)} of the dataset's {table.num_classes} classes, so "
                      f"its average does not compare with the paper's.")
-    failed = sorted({r for e in table.entries.values() for r in e.reasons})
-    notes += [f"failed: {r}" for r in failed]
+    notes += sorted({r for e in table.entries.values() for r in e.reasons})  # "<state>: <cell>: <reason>"
     return notes
 
 
@@ -526,13 +542,16 @@ def build_tables(records: list[CellRecord], metrics: list[str], grid: str, publi
     return [build_table(records, metrics, f"{grid}: {upper}", layout, published=published)]
 
 
-def aggregate(grid_dir: Path, metrics: list[str] | None = None, plots: bool = False) -> tuple[Table, str]:
-    """Build the grid's tables, write table.{md,csv,tex} and report.md into the grid folder, return (the first
-    table, the Markdown of all tables). plots=True also draws the PNGs (per-cell ones only when out of date)."""
+def aggregate(grid_dir: Path, metrics: list[str] | None = None, plots: bool = False,
+              write: bool = True) -> tuple[Table, str]:
+    """Build the grid's tables, return (the first table, the Markdown of all tables). write=True also writes
+    table.{md,csv,tex} and report.md into the grid folder, and with plots=True the PNGs (per-cell ones only when out
+    of date); a folder that refuses writes (read-only, no permission) gets one warning, the tables are still
+    returned. write=False touches nothing (status.py)."""
     grid_dir = Path(grid_dir)
     if not grid_dir.is_dir():
         raise FileNotFoundError(f"{grid_dir} does not exist: run python jobs/launch_grid.py grid=<name> first")
-    manifest = store.read_json(grid_dir / "grid.json") or {}
+    manifest = store.read_manifest(grid_dir)
     metrics = list(metrics or manifest.get("metrics") or ["auroc"])
     records = load_records(grid_dir)
     if not records:
@@ -540,10 +559,23 @@ def aggregate(grid_dir: Path, metrics: list[str] | None = None, plots: bool = Fa
     grid = manifest.get("grid", grid_dir.name)
     tables = build_tables(records, metrics, grid)
     md = "\n".join(to_markdown(t) for t in tables)
+    if write:
+        try:
+            _write(grid_dir, grid, records, tables, md, plots)
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC):
+                raise
+            # Reading results must work where they cannot be written (a read-only copy, someone else's folder, a
+            # full disk).
+            warnings.warn(f"{grid_dir} is not writable ({e.strerror}): the tables, report and plots there were not "
+                          f"updated", stacklevel=2)
+    return tables[0], md
+
+
+def _write(grid_dir: Path, grid: str, records: list[CellRecord], tables: list[Table], md: str, plots: bool) -> None:
+    from dadf.grid.report import write_report
+
     store.atomic_write_text(grid_dir / "table.md", md)
     store.atomic_write_text(grid_dir / "table.csv", to_csv(tables))
     store.atomic_write_text(grid_dir / "table.tex", "\n".join(to_latex(t) for t in tables))
-    from dadf.grid.report import write_report
-
     write_report(grid_dir, grid, records, tables, plots=plots)
-    return tables[0], md

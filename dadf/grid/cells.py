@@ -96,8 +96,85 @@ def freeze(cfg: DictConfig, compose: Compose, grid_name: str, axes: dict) -> Dic
                      "dataset": cell.dataset.name, "protocol": cell.protocol.name,
                      "target_class": cell.protocol.get("target_class"), "seed": int(cell.seed),
                      "secondary": cell.protocol.secondary.name if cell.protocol.get("secondary") else None,
-                     "axes": {k: v for k, v in axes.items()}}
+                     "axes": {k: v for k, v in axes.items()},
+                     # the full hash of what determines the result, frozen with the cell (the id keeps 6 digits)
+                     "config_hash": config_hash(identity(cell))}
     return cell
+
+
+class GridError(ValueError):
+    """A grid that cannot be expanded as asked: ``problems`` holds one message per problem (str() joins them)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def _refused_key(error: Exception, keys: set[str]) -> str | None:
+    """The config key a Hydra composition error is about, when it is one of ``keys``."""
+    text = f"{error}\n{error.__cause__ or ''}"
+    for key in re.findall(r"'([^'\s]+)'", text) + re.findall(r"full_key: (\S+)", text):
+        if key in keys:
+            return key
+    return None
+
+
+def _compose_dropping(compose: Compose, attempt: list[tuple[str, str]]):
+    """Compose ``attempt`` ([(override, origin)]); while Hydra refuses an override's key (the method has no such
+    option), drop every override of that key and compose again, to find all the keys the method refuses. Returns
+    (config or None, [(origin, override, key)] dropped, the first line of another composition error or None).
+
+    launch_grid's ``compose`` puts the user's overrides in front of every composition, so a dropped user override
+    may come back: then the search stops at the first refused key of this method."""
+    from hydra.errors import HydraException
+
+    dropped, dropped_keys = [], set()
+    while True:
+        try:
+            return compose([o for o, _ in attempt]), dropped, None
+        except HydraException as e:
+            keys = {_key_of(o) for o, origin in attempt if origin != "method"} | dropped_keys
+            key = _refused_key(e, keys)
+            if key is None:
+                text = str(e).strip()
+                return None, dropped, text.splitlines()[0] if text else type(e).__name__
+            if key in dropped_keys:
+                return None, dropped, None
+            dropped_keys.add(key)
+            dropped += [(origin, o, key) for o, origin in attempt if _key_of(o) == key]
+            attempt = [(o, origin) for o, origin in attempt if _key_of(o) != key]
+
+
+def _composition_problems(g: DictConfig, methods: list[str], method_overrides: dict,
+                          refused: dict[tuple[str, str, str], list[str]], failed: dict[str, list[str]]) -> list[str]:
+    """One message per override the grid's methods refuse (per key for the grid file's own axes and overrides)."""
+    problems, grouped = [], {}
+    for (origin, override, key), bad in refused.items():
+        entry = grouped.setdefault((origin, key) if origin != "user" else (origin, override), ([], []))
+        entry[0].append(override)
+        entry[1].extend(m for m in bad if m not in entry[1])
+    for (origin, _), (overrides, bad) in grouped.items():
+        override, key = overrides[0], _key_of(overrides[0])
+        fits = [m for m in methods if m not in bad]
+        names = ", ".join(bad)
+        if origin != "user":
+            fix = {"grid.axes": f"drop method(s) {names} from grid.methods (an axis applies to every method)",
+                   "grid.method_overrides": f"remove it from {origin}"}.get(
+                       origin.split(".")[0] + "." + origin.split(".")[1],
+                       "move it under grid.method_overrides of the methods it fits")
+            problems.append(f"grid {g.name!r}: {', '.join(overrides)} (from {origin}) does not apply to method(s) "
+                            f"{names}: they have no key {key!r}; {fix}")
+        elif not fits:
+            problems.append(f"{override} does not apply to any method of grid {g.name!r} ({names}): none has a key "
+                            f"{key!r}; check its spelling")
+        else:
+            value = ", ".join(f'"{o}"' for o in [*method_overrides.get(fits[0], []), override])
+            problems.append(
+                f"{override} does not apply to method(s) {names} of grid {g.name!r} (they have no key {key!r}): "
+                f"narrow the grid with method={fits[0]}" + "".join(f" (or method={m})" for m in fits[1:])
+                + f", or give it to the methods it fits, e.g. '+grid.method_overrides.{fits[0]}=[{value}]'")
+    problems += [f"method(s) {', '.join(ms)} of grid {g.name!r}: {msg}" for msg, ms in failed.items()]
+    return problems
 
 
 def _class_list(spec, num_classes: int, protocol: DictConfig) -> list[int | None]:
@@ -133,12 +210,28 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
     runs_root = Path(base.runs_dir) / g.name
 
     cells = []
+    refused: dict[tuple[str, str, str], list[str]] = {}  # (origin, override, key) -> methods it does not apply to
+    failed: dict[str, list[str]] = {}  # other composition errors -> methods
     for method in methods:
         for combo in itertools.product(*axes.values()) if axes else [()]:
             axis_values = dict(zip(axes.keys(), combo))
-            axis_overrides = [f"{k}={v}" for k, v in axis_values.items()]
-            axis_overrides += [o for k, v in axis_values.items() for o in value_overrides.get(k, {}).get(str(v), [])]
-            cfg = compose([f"method={method}", *method_overrides.get(method, []), *axis_overrides, *rest])
+            attempt = [(f"method={method}", "method")]
+            attempt += [(o, f"grid.method_overrides.{method}") for o in method_overrides.get(method, [])]
+            attempt += [(f"{k}={v}", f"grid.axes.{k}") for k, v in axis_values.items()]
+            attempt += [(o, f"grid.axis_overrides.{k}.{v}") for k, v in axis_values.items()
+                        for o in value_overrides.get(k, {}).get(str(v), [])]
+            attempt += [(o, "user") for o in rest]
+            cfg, dropped, error = _compose_dropping(compose, attempt)
+            for entry in dropped:
+                refused.setdefault(entry, [])
+                if method not in refused[entry]:
+                    refused[entry].append(method)
+            if error is not None:
+                failed.setdefault(error, [])
+                if method not in failed[error]:
+                    failed[error].append(method)
+            if dropped or error is not None:
+                continue
             classes = [int(c) for c in user_classes] or _class_list(g.classes, cfg.dataset.num_classes, cfg.protocol)
             for cls, seed in itertools.product(classes, seeds):
                 with open_dict(cfg):
@@ -147,6 +240,8 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
                         cfg.protocol.target_class = cls
                 frozen = freeze(cfg, compose, g.name, axis_values)
                 cells.append(Cell(frozen.cell.id, frozen, runs_root / frozen.cell.id))
+    if refused or failed:
+        raise GridError(_composition_problems(g, methods, method_overrides, refused, failed))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})

@@ -6,9 +6,12 @@
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
+import contextlib
+import ctypes
 import multiprocessing as mp
+import multiprocessing.connection as mpc
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,8 +20,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from dadf.grid import store
+from dadf.grid import locks, store
 from dadf.grid.cells import Cell
+from dadf.train.preemption import Preempted, PreemptionGuard
 
 
 @dataclass
@@ -26,14 +30,34 @@ class LaunchSummary:
     skipped: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    requeued: dict[str, str] = field(default_factory=dict)   # stopped with a checkpoint; the next launch resumes
+    busy: dict[str, str] = field(default_factory=dict)       # run by another process right now; left alone
     queued: list[str] = field(default_factory=list)          # slurm: already queued or running, not resubmitted
     submitted: dict[str, str] = field(default_factory=dict)  # slurm: cell id -> job id
+    stopped_by: int | None = None  # the signal (SIGINT/SIGTERM) that stopped the launch
+    disk_full: str | None = None   # why the launch stopped early: no space left
+
+    @property
+    def complete(self) -> bool:
+        """Every cell of the launch is finished (the only case in which launch_grid.py exits 0)."""
+        return not (self.failed or self.requeued or self.busy or self.stopped_by or self.disk_full)
 
 
-def prepare(cells: list[Cell], force: bool, retry_failed: bool) -> tuple[list[Cell], list[Cell]]:
-    """Write each cell's frozen config; split into (to run, skipped)."""
+class GridBusy(locks.Busy):
+    """Another launch holds this grid."""
+
+
+def prepare(cells: list[Cell], force: bool, retry_failed: bool,
+            summary: LaunchSummary | None = None) -> tuple[list[Cell], list[Cell]]:
+    """Write each cell's frozen config; split into (to run, skipped). A cell that another process is running
+    right now is neither touched nor run (listed in ``summary.busy``)."""
     todo, skipped = [], []
     for cell in cells:
+        holder = locks.holder(cell.dir / store.CELL_LOCK)
+        if holder is not None:
+            if summary is not None:
+                summary.busy[cell.id] = f"being run by {holder}"
+            continue
         state = store.read_status(cell.dir).get("state")
         finished = store.is_done(cell.dir) or (state == store.FAILED and not retry_failed)
         if finished and not force:
@@ -59,23 +83,203 @@ def _short(reason: str) -> str:
     return reason if len(reason) < 160 else reason[:157] + "..."
 
 
-def _worker_init(threads: int | None) -> None:
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
+# ------------------------------------------------------------------------------------------- one cell, one outcome
+BUSY, DISK_FULL = "busy", "disk_full"
 
 
-def _run_in_worker(cell_dir: str) -> tuple[str, str | None, float | None, float]:
-    """(state, failure reason, auroc, seconds); never raises, so one cell cannot take the pool down."""
-    from dadf.train.loop import run_cell
+def _run_one(cell_dir: str, progress: bool = False) -> tuple[str, str | None, float | None, float]:
+    """(state, reason, auroc, seconds) of running one cell here; never raises but for KeyboardInterrupt."""
+    from dadf.grid import runner
 
     t0 = time.time()
     try:
-        result = run_cell(cell_dir)
+        result = runner.run_cell(cell_dir, progress=progress)
         return store.DONE, None, result["metrics"].get("auroc"), time.time() - t0
+    except Preempted as p:
+        return store.REQUEUED, str(p), None, time.time() - t0
+    except runner.CellBusy as e:
+        return BUSY, str(e), None, time.time() - t0
+    except runner.DiskFull as e:
+        return DISK_FULL, e.strerror, None, time.time() - t0
+    except KeyboardInterrupt:
+        raise
     except BaseException:  # noqa: BLE001 -- run_cell recorded the reason in status.json
-        return store.FAILED, store.read_status(Path(cell_dir)).get("reason", "unknown error"), None, time.time() - t0
+        reason = store.read_status(Path(cell_dir)).get("reason") or "unknown error (see the cell's status.json)"
+        return store.FAILED, reason, None, time.time() - t0
+
+
+# ------------------------------------------------------------------------------------------------ local workers
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGTERM when the launcher dies, however it dies (kill -9 included): the cell then saves a
+    checkpoint at its next step and the worker exits, instead of training on with nobody watching."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the launcher died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_main(conn, threads: int | None, parent: int) -> None:
+    # A session of its own: Ctrl-C at the terminal reaches the launcher only, which tells the workers with SIGTERM.
+    with contextlib.suppress(OSError):
+        os.setsid()
+    with PreemptionGuard() as guard:  # SIGTERM while idle ends the worker; while busy, the cell saves and stops
+        _die_with_parent(parent)
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        while guard.signum is None:
+            if not conn.poll(0.2):
+                continue
+            try:
+                cell_dir = conn.recv()
+            except EOFError:
+                break
+            if cell_dir is None:
+                break
+            outcome = _run_one(cell_dir)
+            try:
+                conn.send(outcome)
+            except OSError:  # the launcher is gone
+                break
+        guard.acted_on = True  # the signal has done its job: end normally
+
+
+@dataclass
+class _Worker:
+    proc: mp.process.BaseProcess
+    conn: object
+    cell: Cell | None = None
+    t0: float = 0.0
+
+
+class _Local:
+    """The local launcher: long-lived worker processes (each imports the training stack once), one cell at a time
+    each. Stops on SIGINT/SIGTERM: running cells save a checkpoint and are requeued, queued cells do not start; a
+    second Ctrl-C kills the workers at once (their cells resume from their newest checkpoint)."""
+
+    def __init__(self, todo: list[Cell], lcfg: DictConfig, summary: LaunchSummary, bar, stop: PreemptionGuard):
+        self.pending = list(todo)
+        self.summary, self.bar, self.stop = summary, bar, stop
+        self.n = min(max(1, int(lcfg.workers)), len(todo))
+        self.threads = lcfg.threads_per_worker or max(1, (os.cpu_count() or 1) // self.n)
+        self.ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
+        self.workers: list[_Worker] = []
+        self.told = False
+        self.deaths_without_cell = 0
+
+    def _start(self) -> None:
+        ours, theirs = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker_main, args=(theirs, self.threads, os.getpid()), name="dadf-worker")
+        proc.start()
+        theirs.close()
+        self.workers.append(_Worker(proc, ours))
+
+    def _stopping(self) -> bool:
+        return self.stop.signum is not None or self.summary.disk_full is not None
+
+    def run(self) -> None:
+        try:
+            for _ in range(self.n):
+                self._start()
+            while True:
+                if not self._stopping():
+                    for w in self.workers:
+                        if w.cell is None and self.pending and w.proc.is_alive():
+                            w.cell, w.t0 = self.pending.pop(0), time.time()
+                            w.conn.send(str(w.cell.dir))
+                elif not self.told:
+                    self._tell_workers()
+                busy = [w for w in self.workers if w.cell is not None]
+                if not busy and (self._stopping() or not self.pending):
+                    return
+                mpc.wait([w.conn for w in busy] + [w.proc.sentinel for w in self.workers], timeout=0.5)
+                self._collect()
+        except KeyboardInterrupt:  # the second Ctrl-C
+            self._kill_now()
+        finally:
+            self._shutdown()
+
+    def _tell_workers(self) -> None:
+        self.told = True
+        busy = [w for w in self.workers if w.cell is not None]
+        why = (signal.Signals(self.stop.signum).name if self.stop.signum else "disk full")
+        if busy:
+            tqdm.write(f"stopping ({why}): {len(busy)} running cell(s) save a checkpoint and are requeued; "
+                       f"{len(self.pending)} queued cell(s) do not start"
+                       + ("; Ctrl-C again to stop at once" if self.stop.signum else ""), file=sys.stdout)
+        for w in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                if w.proc.pid:
+                    os.kill(w.proc.pid, signal.SIGTERM)
+
+    def _collect(self) -> None:
+        for w in list(self.workers):
+            if w.cell is not None and w.conn.poll():
+                try:
+                    outcome = w.conn.recv()
+                except (EOFError, OSError):
+                    outcome = None
+                if outcome is not None:
+                    cell, w.cell = w.cell, None
+                    _report(self.bar, self.summary, cell, *outcome)
+            if not w.proc.is_alive():
+                w.proc.join()
+                self.workers.remove(w)
+                if w.cell is not None:
+                    self._worker_died(w)
+                elif not self._stopping():
+                    self.deaths_without_cell += 1
+                if self.pending and not self._stopping():
+                    if self.deaths_without_cell >= 3:  # they die before taking a cell: do not loop forever
+                        for cell in self.pending:
+                            reason = "worker processes die before starting a cell (see the log above)"
+                            store.write_status(cell.dir, store.FAILED, reason=reason)
+                            _report(self.bar, self.summary, cell, store.FAILED, reason, None, 0.0)
+                        self.pending = []
+                    else:
+                        self._start()
+
+    def _worker_died(self, w: _Worker) -> None:
+        code = w.proc.exitcode
+        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        reason = (f"the worker process died ({how}: killed, out of memory or crashed) while running it; relaunch to "
+                  f"resume from its newest checkpoint")
+        state = store.FAILED
+        with contextlib.suppress(OSError):
+            if store.read_status(w.cell.dir).get("state") == store.REQUEUED:  # it saved before it went
+                state, reason = store.REQUEUED, store.read_status(w.cell.dir).get("reason")
+            else:
+                store.write_status(w.cell.dir, state, reason=reason)
+        _report(self.bar, self.summary, w.cell, state, reason, None, time.time() - w.t0)
+        w.cell = None
+
+    def _kill_now(self) -> None:
+        for w in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                w.proc.kill()
+        for w in self.workers:
+            w.proc.join()
+            if w.cell is not None:
+                reason = "stopped at once by a second Ctrl-C; relaunch to resume from its newest complete checkpoint"
+                with contextlib.suppress(OSError):
+                    store.write_status(w.cell.dir, store.REQUEUED, reason=reason)
+                _report(self.bar, self.summary, w.cell, store.REQUEUED, reason, None, time.time() - w.t0)
+                w.cell = None
+
+    def _shutdown(self) -> None:
+        """No worker outlives the launch: ask the idle ones to leave, then make sure."""
+        for w in self.workers:
+            with contextlib.suppress(OSError):
+                w.conn.send(None)
+        deadline = time.time() + 10
+        for w in self.workers:
+            w.proc.join(max(0.1, deadline - time.time()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join()
+            w.conn.close()
+        self.workers = []
 
 
 def _progress_bar(total: int):
@@ -86,79 +290,83 @@ def _progress_bar(total: int):
 
 def _report(bar, summary: LaunchSummary, cell: Cell, state: str, reason: str | None, auroc, seconds: float) -> None:
     bar.update(1)
-    count = f"[{len(summary.done) + len(summary.failed) + 1}/{bar.total}]"
+    ended = len(summary.done) + len(summary.failed) + len(summary.requeued) + len(summary.busy)
+    count = f"[{ended + 1}/{bar.total}]"
     if state == store.DONE:
         summary.done.append(cell.id)
         score = f"  auroc={auroc:.4f}" if auroc is not None and auroc == auroc else ""
-        tqdm.write(f"{count} done    {cell.id}{score}  ({seconds:.1f}s)", file=sys.stdout)
+        line = f"{count} done    {cell.id}{score}  ({seconds:.1f}s)"
+    elif state == store.REQUEUED:
+        summary.requeued[cell.id] = reason or ""
+        line = f"{count} stopped {cell.id}: requeued with a checkpoint; the next launch resumes it"
+    elif state == BUSY:
+        summary.busy[cell.id] = reason or ""
+        line = f"{count} busy    {cell.id}: {_short(reason or '')}"
     else:
         summary.failed[cell.id] = reason or "unknown error"
-        tqdm.write(f"{count} FAILED  {cell.id}: {_short(reason or '')}", file=sys.stdout)
+        if state == DISK_FULL:
+            summary.disk_full = reason
+        line = f"{count} FAILED  {cell.id}: {_short(reason or '')}"
+    tqdm.write(line, file=sys.stdout)
 
 
-def run_local(todo: list[Cell], lcfg: DictConfig, summary: LaunchSummary) -> None:
-    workers = max(1, int(lcfg.workers))
-    threads = lcfg.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
-    pending = list(todo)
+def run_local(todo: list[Cell], lcfg: DictConfig, summary: LaunchSummary, stop: PreemptionGuard) -> None:
     with _progress_bar(len(todo)) as bar:
-        while pending:
-            before = len(pending)
-            ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
-                started = {pool.submit(_run_in_worker, str(c.dir)): c for c in pending}
-                pending = []
-                for fut in cf.as_completed(started):
-                    cell = started[fut]
-                    try:
-                        state, reason, auroc, seconds = fut.result()
-                    except cf.process.BrokenProcessPool:
-                        # A dead worker breaks the whole pool: its cell (the one on disk as running) failed; the
-                        # cells that never started go to a fresh pool.
-                        if store.read_status(cell.dir).get("state") == store.RUNNING:
-                            reason = "the worker process died (killed, out of memory or crashed) while running it"
-                            store.write_status(cell.dir, store.FAILED, reason=reason)
-                            _report(bar, summary, cell, store.FAILED, reason, None, 0.0)
-                        else:
-                            pending.append(cell)
-                        continue
-                    _report(bar, summary, cell, state, reason, auroc, seconds)
-            if len(pending) == before:  # the pool died before any cell started: do not loop forever
-                for cell in pending:
-                    reason = "worker processes die before starting a cell (see the log above)"
-                    store.write_status(cell.dir, store.FAILED, reason=reason)
-                    _report(bar, summary, cell, store.FAILED, reason, None, 0.0)
-                pending = []
+        _Local(todo, lcfg, summary, bar, stop).run()
 
 
-def run_debug(todo: list[Cell], lcfg: DictConfig, summary: LaunchSummary) -> None:
-    from dadf.train.loop import run_cell
-
+def run_debug(todo: list[Cell], lcfg: DictConfig, summary: LaunchSummary, stop: PreemptionGuard) -> None:
     with _progress_bar(len(todo)) as bar:
         for cell in todo:
-            t0 = time.time()
-            try:
+            if stop.signum is not None or summary.disk_full:
+                break
+            if lcfg.raise_errors:
+                from dadf.grid.runner import run_cell
+
+                t0 = time.time()
                 result = run_cell(cell.dir, progress=True)
                 _report(bar, summary, cell, store.DONE, None, result["metrics"].get("auroc"), time.time() - t0)
-            except Exception:
-                if lcfg.raise_errors:
-                    raise
-                _report(bar, summary, cell, store.FAILED, store.read_status(cell.dir).get("reason"), None,
-                        time.time() - t0)
+                continue
+            try:
+                outcome = _run_one(str(cell.dir), progress=True)
+            except KeyboardInterrupt:  # the second Ctrl-C, in the middle of a step
+                reason = "stopped at once by a second Ctrl-C; relaunch to resume from its newest complete checkpoint"
+                store.write_status(cell.dir, store.REQUEUED, reason=reason)
+                _report(bar, summary, cell, store.REQUEUED, reason, None, 0.0)
+                stop.signum = stop.signum or signal.SIGINT
+                break
+            if outcome[0] == store.REQUEUED and stop.signum is None:  # the cell's guard took the signal
+                stop.signum = int(store.read_status(cell.dir).get("signum") or signal.SIGTERM)
+            _report(bar, summary, cell, *outcome)
 
 
 LAUNCHERS = {"local": run_local, "debug": run_debug}
 
 
 def launch(cells: list[Cell], lcfg: DictConfig, force: bool = False, retry_failed: bool = True) -> LaunchSummary:
+    """Run the cells that are not finished; one launch per grid at a time (``launcher.wait`` waits for the other).
+
+    SIGINT/SIGTERM stop the launch: running cells are requeued with a checkpoint, ``summary.stopped_by`` says by
+    which signal."""
     if lcfg.name == "slurm":
         return launch_slurm(cells, lcfg, force, retry_failed)
     if lcfg.name not in LAUNCHERS:
         raise ValueError(f"launcher {lcfg.name!r} is not available; choose one of {sorted(LAUNCHERS) + ['slurm']}")
-    todo, skipped = prepare(cells, force, retry_failed)
-    summary = LaunchSummary(skipped=[c.id for c in skipped])
-    print(f"{len(cells)} cells: {len(skipped)} already finished, {len(todo)} to run ({lcfg.name} launcher)")
-    if todo:
-        LAUNCHERS[lcfg.name](todo, lcfg, summary)
+    summary = LaunchSummary()
+    if not cells:
+        return summary
+    grid_dir = Path(cells[0].dir).parent
+    with locks.hold(grid_dir / ".launch.lock", f"grid {grid_dir}", wait=bool(lcfg.get("wait", False)), busy=GridBusy,
+                    on_wait=lambda who: print(f"waiting for the launch that holds {grid_dir}: {who}", flush=True)), \
+            PreemptionGuard() as stop:
+        todo, skipped = prepare(cells, force, retry_failed, summary)
+        summary.skipped = [c.id for c in skipped]
+        busy = f", {len(summary.busy)} being run by another process" if summary.busy else ""
+        print(f"{len(cells)} cells: {len(skipped)} already finished{busy}, {len(todo)} to run ({lcfg.name} launcher)")
+        if todo and stop.signum is None:
+            LAUNCHERS[lcfg.name](todo, lcfg, summary, stop)
+        summary.stopped_by = stop.signum
+        stop.acted_on = True  # the launch has stopped on it; launch_grid.py exits with 128 + the signal
     return summary
 
 

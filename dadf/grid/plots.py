@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dadf.atomic import atomic_write
+
 PLOT_DIR = "plots"
 
 
@@ -31,11 +33,8 @@ def _fresh(png: Path, *sources: Path) -> bool:
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    atomic_write(path, lambda f: fig.savefig(f, dpi=100, bbox_inches="tight", format="png"), binary=True)
     _plt().close(fig)
-    tmp.replace(path)  # readers never see half a PNG
     return path
 
 

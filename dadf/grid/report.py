@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from dadf.grid import store
-from dadf.grid.aggregate import BY_P, CellRecord, Table, row_average, row_average_std, to_markdown
+from dadf.grid.aggregate import (BY_P, EXPLAINED, CellRecord, Table, row_average, row_average_std, to_markdown,
+                                 why)
 
 
 def _fmt(x, spec=".3f") -> str:
@@ -26,7 +27,7 @@ def provenance_row(rec: CellRecord, metrics: list[str]) -> list[str]:
         s = split.get(part) or {}
         return f"{s.get('normal', '?')}/{s.get('anomalous', '?')}" if s else "–"
 
-    state = rec.state + (f": {rec.reason}" if rec.state == store.FAILED and rec.reason else "")
+    state = rec.state + (f": {why(rec)}" if rec.state in EXPLAINED and rec.reason else "")
     link = f"[{rec.id}]({rec.id}/cell.yaml)" if rec.dir is not None and (rec.dir / "cell.yaml").exists() else rec.id
     vals = [_fmt((res.get("metrics") or {}).get(m)) for m in metrics]
     sel_text = f"{sel.get('rule', '?')}@{sel.get('step', '?')}" if sel else "–"

@@ -8,19 +8,18 @@ accounting database).
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shlex
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dadf.grid import store
+from dadf.grid import locks, store
 
 RECORD = "slurm.json"  # per cell: {"jobs": [{"job_id", "submitted", "stdout", "stderr", "resources"}]}
 
@@ -119,7 +118,11 @@ def queue_states(timeout: float = 60) -> dict[str, str]:
 
 
 def read_record(cell_dir: Path) -> dict:
-    return store.read_json(Path(cell_dir) / RECORD, default={"jobs": []})
+    try:
+        return store.read_json(Path(cell_dir) / RECORD, default={"jobs": []})
+    except store.Unreadable as e:  # its jobs are unknown: the cell is treated as not queued (and resubmitted)
+        warnings.warn(f"{e}; the cell's SLURM jobs are unknown")
+        return {"jobs": []}
 
 
 def last_job(cell_dir: Path) -> dict | None:
@@ -142,17 +145,9 @@ def _append_record(cell_dir: Path, entry: dict) -> None:
     store.write_json(Path(cell_dir) / RECORD, record)
 
 
-@contextlib.contextmanager
 def grid_lock(grid_dir: Path):
     """One submitting launcher per grid at a time: two shells racing could otherwise both see a cell unqueued."""
-    path = Path(grid_dir) / ".slurm" / "launch.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return locks.hold(Path(grid_dir) / ".slurm" / "launch.lock", f"the SLURM submission of {grid_dir}", wait=True)
 
 
 def cancel(job_ids: list[str], wait_s: float = 120, timeout: float = 60) -> None:
@@ -217,7 +212,7 @@ def plan(cells, lcfg: DictConfig) -> dict[Resources, list]:
 
 def submit(cells, lcfg: DictConfig, grid_dir: Path) -> dict[str, str]:
     """Submit the cells (frozen configs already written) as arrays; record each job id; return {cell id: job id}."""
-    from dadf.train.job import CellJob
+    from dadf.grid.runner import CellJob
 
     submitted: dict[str, str] = {}
     for res, group in plan(cells, lcfg).items():
@@ -268,14 +263,22 @@ def cell_view(cell_dir: Path, states: dict[str, str] | None) -> dict:
     """What status.py shows for one cell: its state on disk, reconciled with the queue when there is one.
 
     Extra states: ``queued`` (submitted, not started), ``lost`` (on disk running/requeued/pending-with-a-job, but no
-    job for it is in the queue any more: killed, out of memory, node failure; relaunching resubmits it).
+    job for it is in the queue any more: killed, out of memory, node failure; relaunching resubmits it). Where the
+    queue does not decide (no job recorded, or the queue not read), a running cell whose process is gone or whose
+    heartbeat stopped is ``lost`` too (store.liveness).
     """
     status = store.read_status(cell_dir)
     state = status.get("state", store.PENDING)
-    job = last_job(cell_dir)
+    try:
+        job = last_job(cell_dir)
+    except store.Unreadable:  # a damaged slurm.json: judge the cell by its own files alone
+        job = None
     view = {"state": state, "reason": status.get("reason"), "job_id": job and job["job_id"],
             "log": job and job["stderr"], "stdout": job and job["stdout"]}
-    if states is None or job is None or state == store.DONE:
+    if states is None or job is None or state in (store.DONE, store.UNREADABLE):
+        lost = store.liveness(cell_dir, status)
+        if lost:
+            view.update(state=store.LOST, reason=lost)
         return view
     alive = active_job(cell_dir, states)
     if state == store.FAILED:
@@ -285,7 +288,7 @@ def cell_view(cell_dir: Path, states: dict[str, str] | None) -> dict:
                         reason=f"job {alive[0]} was requeued by SLURM after this run ended with: {view['reason']}")
         return view
     if alive is None:
-        view["state"] = "lost"
+        view["state"] = store.LOST
         view["reason"] = (f"job {job['job_id']} is no longer in the queue but the cell is {state} on disk "
                           f"(killed, out of memory, time limit without requeue or node failure); relaunch to resubmit")
     elif state == store.PENDING and alive[1] == "PENDING":

@@ -10,31 +10,25 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dadf.atomic import atomic_write
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 REQUEUED = "requeued"  # preempted after saving a checkpoint; the next run of the cell resumes from it
+CELL_LOCK = ".lock"  # held by the process running the cell (rank 0); the kernel releases it however that one ends
+HEARTBEAT_S = 30  # a running cell rewrites <cell>/heartbeat.json this often
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder and rename: readers see the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text))
 
 
 def write_json(path: Path, obj) -> None:
@@ -49,11 +43,64 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+# ---------------------------------------------------------------------------------------------------- reading
+# One damaged file (garbage bytes, a truncated write from a dying disk, a hand edit) must not stop the launcher,
+# status.py or the aggregator: it makes its cell UNREADABLE, which they show with the file's path and rerun.
+
+UNREADABLE = "unreadable"  # status.json, or a finished cell's metrics.json or cell.yaml, cannot be parsed
+LOST = "lost"  # says running, but its process is gone: relaunching resumes it from its last checkpoint
+STALE_S = 300  # a heartbeat this old means the process is gone (10 missed beats: a slow disk is no false alarm)
+
+
+class Unreadable(ValueError):
+    """A store file that exists but cannot be parsed; the message is ``unreadable: <path> (<short error>)``."""
+
+
+def _unreadable(path: Path, why: BaseException | str) -> Unreadable:
+    text = f"{type(why).__name__}: {why}" if isinstance(why, BaseException) else why
+    return Unreadable(f"unreadable: {path} ({(text.splitlines() or [''])[0][:160]})")
+
+
 def read_json(path: Path, default=None):
+    """The file's JSON, ``default`` when it does not exist; :class:`Unreadable` when it cannot be read or parsed."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return default
+    except (OSError, ValueError) as e:  # ValueError: bad UTF-8 or JSON
+        raise _unreadable(path, e) from None
+
+
+_ABSENT = object()
+
+
+def _read_object(path: Path) -> dict | None:
+    """A JSON object file: None when absent, :class:`Unreadable` when damaged or not an object."""
+    obj = read_json(path, _ABSENT)
+    if obj is _ABSENT:
+        return None
+    if not isinstance(obj, dict):
+        raise _unreadable(path, f"a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def read_manifest(grid_dir: Path) -> dict:
+    """grid.json, {} before the first launch. A damaged one warns (naming it) and reads as {}: the cells are then
+    found by their folders."""
+    path = Path(grid_dir) / "grid.json"
+    try:
+        manifest = _read_object(path) or {}
+        if not isinstance(manifest.get("cells", []), list):
+            raise _unreadable(path, "its cells are not a list")
+    except Unreadable as e:
+        warnings.warn(f"{e}; listing the cell folders instead", stacklevel=1)  # one location: warned once
+        return {}
+    return manifest
+
+
+def cell_ids(grid_dir: Path) -> list[str]:
+    """The grid's cells in table order: those of its latest expansion (grid.json), else every cell folder."""
+    return read_manifest(grid_dir).get("cells") or sorted(p.parent.name for p in Path(grid_dir).glob("*/cell.yaml"))
 
 
 def write_cell_config(cell_dir: Path, cfg: DictConfig) -> None:
@@ -64,11 +111,31 @@ def read_cell_config(cell_dir: Path) -> DictConfig:
     path = Path(cell_dir) / "cell.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: {cell_dir} is not a cell folder (launch_grid.py writes them)")
-    return OmegaConf.load(path)
+    try:
+        cfg = OmegaConf.load(path)
+        cell = cfg.get("cell") if OmegaConf.is_dict(cfg) else None
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as e:
+        raise _unreadable(path, e) from None
+    # A truncated file can still parse: the keys the tables are built from must all be there.
+    if not OmegaConf.is_dict(cell) or not {"method", "dataset", "protocol"} <= set(cell.keys()):
+        raise _unreadable(path, "no complete cell: mapping; truncated?")
+    return cfg
 
 
 def read_status(cell_dir: Path) -> dict:
-    return read_json(Path(cell_dir) / "status.json", default={"state": PENDING})
+    """status.json ({"state": pending} before it exists). A damaged one, or a finished cell's damaged metrics.json
+    or cell.yaml, reads as {"state": UNREADABLE, "reason": "unreadable: <path> (<error>)"}: the launcher reruns the
+    cell, status.py and the tables show it."""
+    cell_dir = Path(cell_dir)
+    try:
+        status = _read_object(cell_dir / "status.json") or {"state": PENDING}
+        if status.get("state") == DONE:  # done means its results can be read and told apart
+            _read_object(cell_dir / "metrics.json")
+            if (cell_dir / "cell.yaml").exists():
+                read_cell_config(cell_dir)
+    except Unreadable as e:
+        return {"state": UNREADABLE, "reason": str(e)}
+    return status
 
 
 def write_status(cell_dir: Path, state: str, **fields) -> dict:
@@ -78,11 +145,49 @@ def write_status(cell_dir: Path, state: str, **fields) -> dict:
 
 
 def is_done(cell_dir: Path) -> bool:
+    """Finished with readable results (read_status); otherwise the launcher runs the cell (again)."""
     return read_status(cell_dir).get("state") == DONE and (Path(cell_dir) / "metrics.json").exists()
 
 
+def liveness(cell_dir: Path, status: dict) -> str | None:
+    """Why a cell whose status says running is lost (its process is gone), or None.
+
+    Evidence: heartbeat.json ({host, pid, time}, rewritten every HEARTBEAT_S s by the running process), else
+    status.json's own host/pid/time (cells written before heartbeats). On this host a pid that no longer exists is
+    proof; on any host a heartbeat older than STALE_S is. Callers that can ask SLURM's queue ask it first.
+    """
+    if status.get("state") != RUNNING:
+        return None
+    try:
+        beat = _read_object(Path(cell_dir) / "heartbeat.json")
+    except Unreadable:
+        beat = None  # caught mid-damage: judge by status.json, as for an older cell
+    host, pid, t = ((beat or status).get(k) for k in ("host", "pid", "time"))
+    hint = "relaunch to resume from its last checkpoint"
+    if host == socket.gethostname() and isinstance(pid, int) and pid > 0:
+        if not _pid_alive(pid):
+            return f"its process (pid {pid} on {host}) is gone; {hint}"
+        if beat is None:
+            return None  # no heartbeat written (an older version): the live pid is the best evidence there is
+    if isinstance(t, (int, float)) and time.time() - t > STALE_S:
+        return (f"no heartbeat from pid {pid} on {host} for {time.time() - t:.0f} s (over {STALE_S} s): its process "
+                f"is gone; {hint}")
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 delivers nothing: it only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
+
+
 def write_scores(cell_dir: Path, **arrays: np.ndarray) -> None:
-    path = Path(cell_dir) / "scores.npz"
-    tmp = path.with_name(".scores.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    write_npz(Path(cell_dir) / "scores.npz", **arrays)

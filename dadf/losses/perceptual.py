@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dadf.atomic import atomic_write
+
 RELU4_2 = 23  # torchvision vgg19().features[:23] ends with the ReLU after conv4_2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -100,10 +102,7 @@ def channel_stats(features: VGGFeatures, images: torch.Tensor, batch_size: int =
 
 
 def save_stats(path: Path, mean: torch.Tensor, std: torch.Tensor, image_set: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"mean": mean, "std": std, "image_set": image_set}, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda f: torch.save({"mean": mean, "std": std, "image_set": image_set}, f), binary=True)
 
 
 def load_stats(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

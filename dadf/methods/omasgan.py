@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dadf.atomic import atomic_write
 from dadf.methods.base import TorchMethod, method_params
 from dadf.methods.registry import register
 from dadf.nets.omasgan import NetSpec, build_critic, build_generator, pick_arch
@@ -175,10 +175,7 @@ class OmasganParams:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 @register("omasgan")
@@ -432,10 +429,8 @@ class OMASGAN(TorchMethod):
         ax.scatter(b[:, 0], b[:, 1], s=4, c="tab:green", label="B(z)")
         ax.legend(loc="upper right")
         ax.set_title("OMASGAN Task 2: boundary samples")
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=100)
+        atomic_write(path, lambda f: fig.savefig(f, dpi=100, format="png"), binary=True)
         plt.close(fig)
-        os.replace(tmp, path)
 
     def extra_state(self):
         return {"bounds": list(self.bounds), "start_task": self.start_task}

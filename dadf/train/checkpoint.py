@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -30,12 +31,16 @@ def save(root: Path, step: int, state: dict, keep: int = 2) -> Path:
     tmp = root / f"step-{step:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    with open(tmp / "state.pt", "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    (tmp / MARKER).write_text(f"{step}\n")
-    _fsync_dir(tmp)
+    try:
+        with open(tmp / "state.pt", "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        (tmp / MARKER).write_text(f"{step}\n")
+        _fsync_dir(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed save (disk full, say) must not hold on to the space
+        raise
     if final.exists():  # the same step saved again (e.g. after a resume): replace it
         shutil.rmtree(final)
     os.rename(tmp, final)
@@ -60,8 +65,26 @@ def latest(root: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint marked complete whose state cannot be read (damaged on disk after it was written)."""
+
+
 def load(folder: Path) -> dict:
-    return torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=False)
+    path = Path(folder) / "state.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- torch raises many types for damaged files; none names the file
+        raise CorruptCheckpoint(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]})") from e
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename a damaged checkpoint out of the way (kept for inspection), so that resume never picks it again."""
+    folder = Path(folder)
+    aside = folder.with_name(f"corrupt-{folder.name}-{int(time.time())}")
+    os.rename(folder, aside)
+    return aside
 
 
 def prune(root: Path, keep: int) -> None:

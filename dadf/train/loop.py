@@ -5,7 +5,7 @@
         global batch = next(stream); each rank takes its rows of each micro-batch; method.train_step(...)
         step += 1; every sync_every steps all ranks agree on (non-finite loss, preemption signal)
         maybe log / validate / save
-    load the selected state, on_train_end, score the test set (split across ranks, gathered), write results
+    load the selected state; the caller (dadf/grid/runner.py) scores the test set (score_distributed)
 
 Distributed: run the same command under torchrun (or a SLURM job with several tasks). ``trainer.batch_size`` is
 the GLOBAL batch of one optimiser step (all ranks and micro-batches together), so the learning rate needs no
@@ -14,12 +14,11 @@ scaling rule: 1, 2 or 8 processes, with or without accumulation, follow the same
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import random
-import time
-import traceback
 import warnings
 from pathlib import Path
 
@@ -28,13 +27,10 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from dadf.data.pipeline import CellData, prepare_cell_data
+from dadf.atomic import atomic_write
+from dadf.data.pipeline import CellData
 from dadf.eval.metrics import detection_metrics
-from dadf.grid import store
-from dadf.grid.cells import identity
-from dadf.methods import get_method
-from dadf.methods.base import DataInfo, Method
-from dadf.provenance import code_version, config_hash, hardware
+from dadf.methods.base import Method
 from dadf.train import checkpoint
 from dadf.train.batches import BatchStream
 from dadf.train.preemption import Preempted, PreemptionGuard
@@ -44,6 +40,14 @@ PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    """What training ended with: the steps run and how the final state was selected."""
+
+    steps: int
+    selection: dict
 
 
 def make_accelerator(tcfg: DictConfig) -> Accelerator:
@@ -109,11 +113,13 @@ class Schedule:
     def __init__(self, tcfg: DictConfig, n_train: int, world: int):
         self.global_batch = int(tcfg.batch_size)
         self.accumulate = int(tcfg.accumulate)
-        if self.accumulate < 1 or self.global_batch % (world * self.accumulate):
+        if self.accumulate < 1:
+            raise ValueError(f"trainer.accumulate={self.accumulate} must be >= 1 (1 = no gradient accumulation)")
+        if self.global_batch < 1 or self.global_batch % (world * self.accumulate):
             raise ValueError(
                 f"trainer.batch_size={self.global_batch} is the global batch and must split evenly over "
                 f"{world} process(es) x trainer.accumulate={self.accumulate} micro-batches; choose a multiple of "
-                f"{world * max(self.accumulate, 1)}")
+                f"{world * self.accumulate}")
         self.micro = self.global_batch // (world * self.accumulate)
         self.steps_per_epoch = math.ceil(n_train / self.global_batch)
         self.total = int(tcfg.steps) if tcfg.steps is not None else int(tcfg.epochs) * self.steps_per_epoch
@@ -126,15 +132,20 @@ class Schedule:
 
 
 class Trainer:
-    """One cell's training on this process (one rank of possibly several)."""
+    """One cell's training on this process (one rank of possibly several).
 
-    def __init__(self, cfg: DictConfig, method: Method, data: CellData, schedule: Schedule, cell_dir: Path):
-        self.cfg, self.tcfg, self.method, self.data, self.sched = cfg, cfg.trainer, method, data, schedule
+    ``workdir`` receives ``checkpoints/`` and ``log.jsonl``; ``seed`` fixes the batch order; ``name`` labels the
+    progress bar. It knows nothing of grids or cell folders beyond that.
+    """
+
+    def __init__(self, tcfg: DictConfig, method: Method, data: CellData, schedule: Schedule, workdir: Path,
+                 seed: int, name: str = ""):
+        self.tcfg, self.method, self.data, self.sched, self.name = tcfg, method, data, schedule, name
         self.acc = method.accelerator
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.main = self.acc.is_main_process
-        self.ckpt_dir = cell_dir / "checkpoints"
-        self.log_path = cell_dir / "log.jsonl"
+        self.ckpt_dir = Path(workdir) / "checkpoints"
+        self.log_path = Path(workdir) / "log.jsonl"
         self.selection = str(self.tcfg.selection)
         self.best: dict = {"value": None, "step": None}
         keep = data.train_label == 0 if not method.uses_labelled_anomalies else torch.ones_like(data.train_label,
@@ -143,7 +154,7 @@ class Trainer:
         if self.acc.device.type == "cuda" and self.tcfg.data_on_device:
             # Small datasets live on the GPU: batches are gathered there, no host-to-device copy per step.
             self.tensors = {k: v.to(self.acc.device) for k, v in self.tensors.items()}
-        self.stream = BatchStream(self.tensors, schedule.global_batch, seed=int(cfg.seed))
+        self.stream = BatchStream(self.tensors, schedule.global_batch, seed=int(seed))
         self.total = method.planned_steps(schedule.total)
         self.step = 0
 
@@ -159,11 +170,28 @@ class Trainer:
             checkpoint.save(self.ckpt_dir, self.step, state, keep=int(self.tcfg.keep_checkpoints))
         self.acc.wait_for_everyone()
 
+    def _newest_intact(self) -> tuple[Path | None, dict | None]:
+        """The newest checkpoint that loads. Damaged ones are set aside (after every rank has looked at them, all
+        ranks skip the same ones) with a warning that names them, and the next older one is tried."""
+        found, damaged = (None, None), []
+        for _, folder in reversed(checkpoint.complete_checkpoints(self.ckpt_dir)):
+            try:
+                found = (folder, checkpoint.load(folder))
+                break
+            except checkpoint.CorruptCheckpoint as e:
+                damaged.append((folder, e))
+        self.acc.wait_for_everyone()
+        for folder, e in damaged:
+            if self.main:
+                aside = checkpoint.set_aside(folder)
+                warnings.warn(f"{e}; set aside as {aside}; resuming from "
+                              f"{found[0] if found[0] else 'the start (no intact checkpoint left)'}")
+        return found
+
     def resume(self) -> bool:
-        last = checkpoint.latest(self.ckpt_dir)
+        last, state = self._newest_intact()
         if last is None:
             return False
-        state = checkpoint.load(last)
         self.method.load_state_dict(state["method"])
         self.stream.load_state_dict(state["batches"])
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
@@ -177,18 +205,32 @@ class Trainer:
         self.best = state.get("selection", self.best)
         return True
 
+    def _rewind_log(self) -> None:
+        """Cut log.jsonl back to the step training restarts from, so a resumed run's curves never jump back."""
+        if not self.main or not self.log_path.exists():
+            return
+        kept = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+                continue
+        atomic_write(self.log_path, lambda f: f.writelines(kept))
+
     # -- the loop ----------------------------------------------------------------------------------------
-    def run(self, progress: bool, guard: PreemptionGuard | None = None) -> None:
+    def run(self, progress: bool, guard: PreemptionGuard | None = None) -> TrainOutcome:
         """Train to the last step. With ``guard`` (already entered), a signal it caught before the loop (during
         start-up) stops the loop at its first step boundary; without, the loop installs its own."""
         if not self.resume():
             self.method.on_train_start(self.tensors["x"])
+        self._rewind_log()
         if self.selection != "last":
             self._check_selection()
         self.method.accumulate = self.sched.accumulate
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=self.total, initial=self.step, desc=self.cfg.cell.id, disable=not (progress and self.main),
+        bar = tqdm(total=self.total, initial=self.step, desc=self.name, disable=not (progress and self.main),
                    leave=False)
         bad = torch.zeros((), dtype=torch.long, device=self.acc.device)  # first step with a non-finite loss, or 0
         bad_losses: dict[str, torch.Tensor] = {}
@@ -228,9 +270,13 @@ class Trainer:
                 if self.step % int(self.tcfg.checkpoint_every) == 0 or at_end:
                     self.save()
         bar.close()
-        if self.selection != "last" and self.best["step"] is not None and self.best["step"] != self.total:
+        if self.selection == "last":
+            return TrainOutcome(self.total, {"rule": "last", "step": self.total})
+        if self.best["step"] is not None and self.best["step"] != self.total:
             best = checkpoint.latest(self.ckpt_dir / "best")
             self.method.load_state_dict(checkpoint.load(best)["method"])
+        return TrainOutcome(self.total, {"rule": self.selection, "step": self.best["step"],
+                                         "value": self.best["value"]})
 
     def _one_step(self) -> dict[str, torch.Tensor]:
         idx = self.stream.next_indices()
@@ -333,145 +379,3 @@ def score_distributed(method: Method, x: torch.Tensor, batch_size: int) -> dict[
         parts = acc.gather(acc.pad_across_processes(local, dim=0)).view(acc.num_processes, -1).cpu()
         out[k] = torch.cat([parts[r, : bounds[r + 1] - bounds[r]] for r in range(acc.num_processes)]).numpy()
     return out
-
-
-def _strategy(tcfg: DictConfig) -> str:
-    if tcfg.strategy not in ("ddp", "deepspeed"):
-        raise ValueError(f"trainer.strategy={tcfg.strategy!r}; choose ddp or deepspeed")
-    return str(tcfg.strategy)
-
-
-def build(cfg: DictConfig, cell_dir: Path | None = None) -> tuple[Method, CellData, Schedule | None]:
-    """The accelerator, data and method of a cell, as every rank builds them."""
-    seed_everything(int(cfg.seed))
-    if cfg.trainer.num_threads is not None:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
-    accelerator = make_accelerator(cfg.trainer)
-    data = prepare_cell_data(cfg)
-    cls = get_method(cfg.method.name)
-    n_train = int((data.train_label == 0).sum()) if not cls.uses_labelled_anomalies else len(data.train_x)
-    schedule = Schedule(cfg.trainer, n_train, accelerator.num_processes) if cls.trainable else None
-    info = DataInfo(kind=data.kind, shape=data.shape, n_train=n_train,
-                    batch_size=schedule.global_batch if schedule else len(data.train_x),
-                    steps_per_epoch=schedule.steps_per_epoch if schedule else 0,
-                    total_steps=schedule.total if schedule else 0,
-                    strategy=_strategy(cfg.trainer), zero_stage=int(cfg.trainer.zero_stage),
-                    micro_batch=schedule.micro if schedule else 1, accumulate=schedule.accumulate if schedule else 1,
-                    precision=str(cfg.trainer.precision), channels_last=bool(cfg.trainer.channels_last))
-    method = cls(cfg.method, info, accelerator, int(cfg.seed))
-    method.workdir = cell_dir
-    return method, data, schedule
-
-
-def write_reconstructions(method: Method, data: CellData, cell_dir: Path, n: int = 8) -> None:
-    """A few normal and anomalous test inputs with their reconstructions, for the report's picture grid."""
-    truth = data.test_truth.numpy()
-    rows = np.concatenate([np.flatnonzero(truth == 0)[:n], np.flatnonzero(truth == 1)[:n]])
-    if not len(rows):
-        return
-    x = data.test_x[rows].to(method.accelerator.device)
-    with torch.no_grad():
-        x_hat = method.reconstruct(x).float().cpu().numpy()
-    tmp = cell_dir / ".recon.tmp.npz"
-    np.savez_compressed(tmp, x=x.cpu().numpy(), x_hat=x_hat, truth=truth[rows])
-    os.replace(tmp, cell_dir / "recon.npz")
-
-
-def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
-    """Train (or resume) and score one cell; returns its metrics (rank 0 writes them to metrics.json)."""
-    t0 = time.time()
-    # Preemption signals are caught from the start: one that comes during start-up stops training at its first step
-    # boundary, with a checkpoint. One that training did not act on is passed on when training is over.
-    with PreemptionGuard() as guard:
-        method, data, schedule = build(cfg, cell_dir)
-        accelerator = method.accelerator
-        steps = None
-        selection = {"rule": "last"}
-        normals = data.train_x[data.train_label == 0]
-        if method.trainable:
-            trainer = Trainer(cfg, method, data, schedule, cell_dir)
-            trainer.run(progress, guard)
-            steps = trainer.total
-            if trainer.selection != "last":
-                selection = {"rule": trainer.selection, "step": trainer.best["step"], "value": trainer.best["value"]}
-            else:
-                selection["step"] = steps
-        else:
-            method.fit(normals)
-    method.on_train_end(normals)
-    all_scores = score_distributed(method, data.test_x, int(cfg.trainer.eval_batch_size))
-    scores = all_scores.pop("score")
-    truth = data.test_truth.numpy()
-    metrics = detection_metrics(truth, scores, data.top_k_percent)
-    metrics_by_score = {k: detection_metrics(truth, v, data.top_k_percent) for k, v in all_scores.items()}
-    target = cfg.protocol.get("target_class")
-    precision = cfg.trainer.precision
-    result = {
-        "metrics": metrics,
-        **({"metrics_by_score": metrics_by_score} if metrics_by_score else {}),
-        "cell": OmegaConf.to_container(cfg.cell, resolve=True),
-        "config_hash": config_hash(identity(cfg)),
-        "target_class_name": data.classes[int(target)] if target is not None and data.kind == "image" else None,
-        "split": data.split.counts(),
-        "steps": steps,
-        "selection": selection,
-        "seed": int(cfg.seed),
-        "wall_time_s": round(time.time() - t0, 3),
-        "hardware": {**hardware(accelerator.device, accelerator.num_processes, precision),
-                     "precision_effective": effective_precision(accelerator, precision),
-                     "global_batch": schedule.global_batch if schedule else None,
-                     "accumulate": schedule.accumulate if schedule else None},
-        "skipped_steps": dict(getattr(method, "skipped_steps", {})),
-        "code": code_version(),
-    }
-    if accelerator.is_main_process:
-        store.write_scores(cell_dir, scores=scores, truth=truth, cls=data.test_cls.numpy(),
-                           **{f"score_{k}": v for k, v in all_scores.items()})
-        if hasattr(method, "reconstruct"):
-            write_reconstructions(method, data, cell_dir)
-        store.write_json(cell_dir / "metrics.json", result)
-    accelerator.wait_for_everyone()
-    return result
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def run_cell(cell_dir: str | Path, progress: bool = False) -> dict:
-    """Run one cell folder to completion, recording its state (rank 0); re-raises after recording a failure.
-
-    A preemption is recorded as ``requeued`` (the checkpoint is saved) and re-raised as :class:`Preempted`.
-    """
-    cell_dir = Path(cell_dir)
-    cfg = store.read_cell_config(cell_dir)
-    main = _rank() == 0
-    if main:
-        store.write_status(cell_dir, store.RUNNING)
-    try:
-        result = evaluate(cfg, cell_dir, progress)
-    except Preempted as p:
-        if main:
-            store.write_status(cell_dir, store.REQUEUED, reason=str(p), step=p.step)
-        raise
-    except SystemExit as e:
-        # Under submitit, a signal the step loop did not act on (one after training) reaches submitit's own handler,
-        # which requeues the job and exits: the next run resumes from the newest checkpoint, so this one did not fail.
-        if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
-            if main:
-                store.write_status(cell_dir, store.REQUEUED, reason=f"signalled after training; the job was "
-                                   f"requeued (exit {e.code}) and resumes from the newest checkpoint")
-            raise
-        store.write_status(cell_dir, store.FAILED, reason=f"SystemExit: {e.code}",
-                           traceback=traceback.format_exc()[-6000:])
-        raise
-    except BaseException as e:
-        # Any rank may be the one that failed: the first writer names its rank.
-        store.write_status(cell_dir, store.FAILED, reason=f"{type(e).__name__}: {e}"
-                           + (f" (rank {_rank()})" if "WORLD_SIZE" in os.environ and int(os.environ['WORLD_SIZE']) > 1
-                              else ""), traceback=traceback.format_exc()[-6000:])
-        raise
-    if main:
-        store.write_status(cell_dir, store.DONE, auroc=result["metrics"].get("auroc"),
-                           wall_time_s=result["wall_time_s"])
-    return result

@@ -1,7 +1,7 @@
 """Preemption: a signal sets a flag, the step loop saves at the next step boundary and stops.
 
-SLURM (``--signal=USR2@N``), submitit and ``scancel --signal=USR2`` send SIGUSR2; schedulers and ``kill`` send
-SIGTERM. Neither may interrupt a step or a save half-way, so the handler only records the signal. All ranks agree
+SLURM (``--signal=USR2@N``), submitit and ``scancel --signal=USR2`` send SIGUSR2; schedulers, ``kill`` and the local
+launcher send SIGTERM; Ctrl-C sends SIGINT (a second Ctrl-C stops at once). None may interrupt a step or a save half-way, so the handler only records the signal. All ranks agree
 at the next step boundary (a max-reduce of the flag, so one rank's signal stops them all at the same step), the
 trainer saves a checkpoint and raises :class:`Preempted`. Whoever launched the cell decides what a preemption
 means: the local launcher marks the cell for retry, the submitit job hands the signal back to submitit
@@ -13,7 +13,7 @@ import signal
 
 import torch
 
-SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
@@ -31,7 +31,7 @@ class Preempted(Exception):
 
 
 class PreemptionGuard:
-    """Context manager: while inside, SIGUSR2/SIGTERM only set ``self.signum``; previous handlers come back after,
+    """Context manager: while inside, SIGUSR2/SIGTERM/SIGINT only set ``self.signum``; previous handlers come back after,
     and a signal still pending when the block ends normally is then delivered to them.
 
     Installable only from the main thread (Python's rule for signal handlers); elsewhere it stays inert.
@@ -40,11 +40,14 @@ class PreemptionGuard:
     def __init__(self):
         self.signum: int | None = None
         self.acted_on = False  # a Preempted was made of the signal: whoever catches it decides what comes next
+        self.adopted = False  # the signal came from an enclosing guard, which has it too
         self.previous: dict[int, object] = {}
 
     def _handler(self, signum, frame):
         if self.signum is None:
             self.signum = signum
+        elif signum == signal.SIGINT:  # Ctrl-C again: the user does not want to wait for the checkpoint
+            raise KeyboardInterrupt
 
     def __enter__(self) -> "PreemptionGuard":
         try:
@@ -52,13 +55,19 @@ class PreemptionGuard:
                 self.previous[s] = signal.signal(s, self._handler)
         except ValueError:  # not the main thread
             self.previous.clear()
+        # Nested in another guard (a local worker holds one for its whole life): a signal that guard caught before
+        # this one existed concerns this cell too.
+        outer = getattr(self.previous.get(signal.SIGTERM), "__self__", None)
+        if isinstance(outer, PreemptionGuard) and outer.signum is not None and self.signum is None:
+            self.signum, self.adopted = outer.signum, True
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
         previous, self.previous = self.previous, {}
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
-        if exc_type is None and self.signum is not None and not self.acted_on and self.signum in previous:
+        if exc_type is None and self.signum is not None and not self.acted_on and not self.adopted \
+                and self.signum in previous:
             # Left normally with a signal nobody acted on (it came after the last step boundary, or there was no
             # step loop): it goes where it would have gone without the guard.
             handler = previous[self.signum]

@@ -1,0 +1,268 @@
+"""Run one cell folder: read its frozen config, hold its lock, record its state, build data and method, train
+(dadf/train), score, and write metrics, scores and reconstructions through the store's atomic writer.
+
+Every launcher runs cells through :func:`run_cell`: the local workers, the debug launcher, ``jobs/train.py`` and
+the submitit job :class:`CellJob`. Only rank 0 writes files; every rank trains and scores.
+
+States written to ``status.json``: ``running`` (with host, pid and a heartbeat file), then ``done``, ``failed``
+(with the reason and traceback) or ``requeued`` (preempted after saving a checkpoint; the next run resumes).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dadf.data.pipeline import CellData, prepare_cell_data
+from dadf.eval.metrics import detection_metrics
+from dadf.grid import locks, store
+from dadf.grid.cells import identity
+from dadf.methods import get_method
+from dadf.methods.base import DataInfo, Method
+from dadf.provenance import code_version, config_hash, hardware
+from dadf.train.loop import Schedule, Trainer, effective_precision, make_accelerator, score_distributed, \
+    seed_everything
+from dadf.train.preemption import Preempted, PreemptionGuard
+
+class CellBusy(locks.Busy):
+    """Another process is running this cell right now."""
+
+
+class DiskFull(OSError):
+    """A write failed for lack of space; every further cell would fail the same way, so launchers stop."""
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _strategy(tcfg: DictConfig) -> str:
+    if tcfg.strategy not in ("ddp", "deepspeed"):
+        raise ValueError(f"trainer.strategy={tcfg.strategy!r}; choose ddp or deepspeed")
+    return str(tcfg.strategy)
+
+
+def build(cfg: DictConfig, cell_dir: Path | None = None) -> tuple[Method, CellData, Schedule | None]:
+    """The accelerator, data and method of a cell, as every rank builds them."""
+    seed_everything(int(cfg.seed))
+    if cfg.trainer.num_threads is not None:
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    accelerator = make_accelerator(cfg.trainer)
+    data = prepare_cell_data(cfg)
+    cls = get_method(cfg.method.name)
+    n_train = int((data.train_label == 0).sum()) if not cls.uses_labelled_anomalies else len(data.train_x)
+    schedule = Schedule(cfg.trainer, n_train, accelerator.num_processes) if cls.trainable else None
+    info = DataInfo(kind=data.kind, shape=data.shape, n_train=n_train,
+                    batch_size=schedule.global_batch if schedule else len(data.train_x),
+                    steps_per_epoch=schedule.steps_per_epoch if schedule else 0,
+                    total_steps=schedule.total if schedule else 0,
+                    strategy=_strategy(cfg.trainer), zero_stage=int(cfg.trainer.zero_stage),
+                    micro_batch=schedule.micro if schedule else 1, accumulate=schedule.accumulate if schedule else 1,
+                    precision=str(cfg.trainer.precision), channels_last=bool(cfg.trainer.channels_last))
+    method = cls(cfg.method, info, accelerator, int(cfg.seed))
+    method.workdir = cell_dir
+    return method, data, schedule
+
+
+def write_reconstructions(method: Method, data: CellData, cell_dir: Path, n: int = 8) -> None:
+    """A few normal and anomalous test inputs with their reconstructions, for the report's picture grid."""
+    truth = data.test_truth.numpy()
+    rows = np.concatenate([np.flatnonzero(truth == 0)[:n], np.flatnonzero(truth == 1)[:n]])
+    if not len(rows):
+        return
+    x = data.test_x[rows].to(method.accelerator.device)
+    with torch.no_grad():
+        x_hat = method.reconstruct(x).float().cpu().numpy()
+    store.write_npz(cell_dir / "recon.npz", x=x.cpu().numpy(), x_hat=x_hat, truth=truth[rows])
+
+
+def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
+    """Train (or resume) and score one cell; returns its metrics (rank 0 writes them to metrics.json)."""
+    t0 = time.time()
+    # Preemption signals are caught from the start: one that comes during start-up stops training at its first step
+    # boundary, with a checkpoint. One that training did not act on is passed on when training is over.
+    with PreemptionGuard() as guard:
+        method, data, schedule = build(cfg, cell_dir)
+        accelerator = method.accelerator
+        normals = data.train_x[data.train_label == 0]
+        if method.trainable:
+            trainer = Trainer(cfg.trainer, method, data, schedule, cell_dir, seed=int(cfg.seed), name=cfg.cell.id)
+            outcome = trainer.run(progress, guard)
+            steps, selection = outcome.steps, outcome.selection
+        else:
+            method.fit(normals)
+            steps, selection = None, {"rule": "last"}
+    method.on_train_end(normals)
+    all_scores = score_distributed(method, data.test_x, int(cfg.trainer.eval_batch_size))
+    scores = all_scores.pop("score")
+    truth = data.test_truth.numpy()
+    metrics = detection_metrics(truth, scores, data.top_k_percent)
+    metrics_by_score = {k: detection_metrics(truth, v, data.top_k_percent) for k, v in all_scores.items()}
+    target = cfg.protocol.get("target_class")
+    precision = cfg.trainer.precision
+    result = {
+        "metrics": metrics,
+        **({"metrics_by_score": metrics_by_score} if metrics_by_score else {}),
+        "cell": OmegaConf.to_container(cfg.cell, resolve=True),
+        # frozen with the cell; cell.yaml files written before it was stored there get it computed here
+        "config_hash": cfg.cell.get("config_hash") or config_hash(identity(cfg)),
+        "target_class_name": data.classes[int(target)] if target is not None and data.kind == "image" else None,
+        "split": data.split.counts(),
+        "steps": steps,
+        "selection": selection,
+        "seed": int(cfg.seed),
+        "wall_time_s": round(time.time() - t0, 3),
+        "hardware": {**hardware(accelerator.device, accelerator.num_processes, precision),
+                     "precision_effective": effective_precision(accelerator, precision),
+                     "global_batch": schedule.global_batch if schedule else None,
+                     "accumulate": schedule.accumulate if schedule else None},
+        "skipped_steps": dict(getattr(method, "skipped_steps", {})),
+        "code": code_version(),
+    }
+    if accelerator.is_main_process:
+        store.write_scores(cell_dir, scores=scores, truth=truth, cls=data.test_cls.numpy(),
+                           **{f"score_{k}": v for k, v in all_scores.items()})
+        if hasattr(method, "reconstruct"):
+            write_reconstructions(method, data, cell_dir)
+        store.write_json(cell_dir / "metrics.json", result)
+    accelerator.wait_for_everyone()
+    return result
+
+
+class _Heartbeat:
+    """Rewrites ``heartbeat.json`` (host, pid, time) every ``store.HEARTBEAT_S`` seconds while the cell runs, so
+    ``status.py`` can tell a running cell from one whose process is gone."""
+
+    def __init__(self, cell_dir: Path):
+        self.path = Path(cell_dir) / "heartbeat.json"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="dadf-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            with contextlib.suppress(OSError):  # a full disk must not kill the cell from this thread
+                store.write_json(self.path, {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
+            if self.stop.wait(store.HEARTBEAT_S):
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def _disk_full(e: BaseException) -> OSError | None:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _safe_status(cell_dir: Path, state: str, **fields) -> None:
+    """Record a state; on a full disk the launcher still learns the reason from the exception, so carry on."""
+    with contextlib.suppress(OSError):
+        store.write_status(cell_dir, state, **fields)
+
+
+def run_cell(cell_dir: str | Path, progress: bool = False) -> dict:
+    """Run one cell folder to completion, recording its state (rank 0); re-raises after recording a failure.
+
+    A preemption is recorded as ``requeued`` (the checkpoint is saved) and re-raised as :class:`Preempted`. A cell
+    that another process is running raises :class:`CellBusy` before anything is touched; a full disk raises
+    :class:`DiskFull` after recording it.
+    """
+    cell_dir = Path(cell_dir)
+    cfg = store.read_cell_config(cell_dir)
+    main = _rank() == 0
+    with locks.hold(cell_dir / store.CELL_LOCK, f"cell {cell_dir.name}", busy=CellBusy) if main else contextlib.nullcontext():
+        if main:
+            store.write_status(cell_dir, store.RUNNING)
+        try:
+            with _Heartbeat(cell_dir) if main else contextlib.nullcontext():
+                result = evaluate(cfg, cell_dir, progress)
+        except Preempted as p:
+            if main:
+                _safe_status(cell_dir, store.REQUEUED, reason=str(p), step=p.step, signum=p.signum)
+            raise
+        except SystemExit as e:
+            # Under submitit, a signal the step loop did not act on (one after training) reaches submitit's own
+            # handler, which requeues the job and exits: the next run resumes from the newest checkpoint.
+            if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
+                if main:
+                    _safe_status(cell_dir, store.REQUEUED, reason=f"signalled after training; the job was "
+                                 f"requeued (exit {e.code}) and resumes from the newest checkpoint")
+                raise
+            _safe_status(cell_dir, store.FAILED, reason=f"SystemExit: {e.code}",
+                         traceback=traceback.format_exc()[-6000:])
+            raise
+        except KeyboardInterrupt:
+            if main:  # a second Ctrl-C: no checkpoint now, but the newest complete one is still there
+                _safe_status(cell_dir, store.REQUEUED, signum=int(signal.SIGINT), reason="interrupted (Ctrl-C twice); "
+                             "a rerun resumes from the newest complete checkpoint")
+            raise
+        except BaseException as e:
+            full = _disk_full(e)
+            if full is not None:
+                reason = (f"disk full: no space left writing {full.filename or 'a file'} (under {cell_dir}); free "
+                          f"space and relaunch: the cell resumes from its newest complete checkpoint")
+                _safe_status(cell_dir, store.FAILED, reason=reason)
+                raise DiskFull(errno.ENOSPC, reason) from e
+            # Any rank may be the one that failed: the first writer names its rank.
+            _safe_status(cell_dir, store.FAILED, reason=f"{type(e).__name__}: {e}"
+                         + (f" (rank {_rank()})" if _world() > 1 else ""), traceback=traceback.format_exc()[-6000:])
+            raise
+        if main:
+            store.write_status(cell_dir, store.DONE, auroc=result["metrics"].get("auroc"),
+                               wall_time_s=result["wall_time_s"])
+    return result
+
+
+class CellJob:
+    """The callable a submitit job runs: one cell, read from its folder, on every task of the job.
+
+    It holds only the cell folder, never a checkpoint path: a requeued or resubmitted job re-reads the folder and
+    the trainer resumes from the newest complete checkpoint it finds there.
+    """
+
+    def __init__(self, cell_dir: str | Path):
+        self.cell_dir = str(cell_dir)
+
+    def __call__(self) -> dict | None:
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1 or int(os.environ.get("SUBMITIT_LOCAL_NTASKS", "1")) > 1:
+            import submitit
+
+            # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK for torch.distributed's env:// initialisation.
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        try:
+            return run_cell(self.cell_dir)
+        except Preempted as p:
+            # The checkpoint is on disk; submitit's own handler now calls checkpoint() and requeues the job.
+            p.forward()
+            return None
+
+    def checkpoint(self):
+        """Called by submitit on preemption or timeout: resubmit the same cell folder, nothing else."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(CellJob(self.cell_dir))
+
+    def __repr__(self) -> str:
+        return f"CellJob({self.cell_dir!r})"
