@@ -41,8 +41,10 @@ def parse_variant(spec: str) -> tuple[str, list[str]]:
 def flops_per_step(method, batch: dict, step: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
+    from dadf.methods.interface import StepContext
+
     counter = FlopCounterMode(display=False)
-    method.begin_micro(0, step, 0, len(batch["x"]))
+    method.begin(StepContext(step=step, global_batch=len(batch["x"])))
     with counter:
         method.train_step(batch, step)
     return counter.get_total_flops()
@@ -50,6 +52,8 @@ def flops_per_step(method, batch: dict, step: int) -> int:
 
 def time_steps(method, tensors: dict, batch_size: int, steps: int, start: int) -> float:
     """Seconds per optimiser step over ``steps`` steps (after one warm-up step), synchronised on GPU."""
+    from dadf.methods.interface import StepContext
+
     device = method.accelerator.device
     n = len(tensors["x"])
 
@@ -61,12 +65,12 @@ def time_steps(method, tensors: dict, batch_size: int, steps: int, start: int) -
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    method.begin_micro(0, start, 0, batch_size)
+    method.begin(StepContext(step=start, global_batch=batch_size))
     method.train_step(batch(0), start)
     sync()
     t0 = time.perf_counter()
     for s in range(1, steps + 1):
-        method.begin_micro(0, start + s, 0, batch_size)
+        method.begin(StepContext(step=start + s, global_batch=batch_size))
         method.train_step(batch(s), start + s)
     sync()
     return (time.perf_counter() - t0) / steps
@@ -104,7 +108,7 @@ def bench_one(spec: str, args, runs_dir: Path, shards_dir: Path) -> dict:
         row.update(auroc=result["metrics"].get("auroc"), f1=result["metrics"].get("f1"),
                    train_and_score_s=result["wall_time_s"], steps=result["steps"])
     # Timing and FLOPs on a fresh copy, outside the trainer (no checkpoints or logging in the measurement).
-    method, data, schedule = build(cells[0].cfg, None)
+    method, data, schedule = build(cells[0].cfg)
     keep = data.train_label == 0 if not method.uses_labelled_anomalies else torch.ones_like(data.train_label).bool()
     tensors = {"x": data.train_x[keep], "label": data.train_label[keep]}
     bs = schedule.global_batch

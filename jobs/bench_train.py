@@ -37,20 +37,25 @@ def worker(a: argparse.Namespace) -> None:
 
     from dadf.methods import get_method
     from dadf.methods.base import DataInfo
-    from dadf.train.loop import make_accelerator
+    from dadf.methods.interface import StepContext
+    from dadf.train.loop import Schedule, make_accelerator
+    from dadf.train.strategy import make_strategy
 
     torch.set_num_threads(a.threads)
-    tcfg = OmegaConf.create({"precision": a.precision, "device": "auto", "compile": bool(a.compile)})
+    tcfg = OmegaConf.create({"precision": a.precision, "device": "auto", "compile": bool(a.compile),
+                             "strategy": a.strategy, "zero_stage": a.zero_stage, "channels_last": bool(a.channels_last),
+                             "batch_size": a.batch_size, "accumulate": 1, "steps": 10_000, "eval_every": None,
+                             "sync_every": 1})
     acc = make_accelerator(tcfg)
     world = acc.num_processes
     shape = _shape(a.shape)
-    micro = a.batch_size // world
+    schedule = Schedule(tcfg, n_train=10_000, world=world)
+    micro = schedule.micro
     kind = "image" if len(shape) == 3 else "tabular"
     info = DataInfo(kind=kind, shape=shape, n_train=10_000, batch_size=a.batch_size, steps_per_epoch=100,
-                    total_steps=10_000, micro_batch=micro, precision=a.precision, channels_last=bool(a.channels_last),
-                    strategy=a.strategy, zero_stage=a.zero_stage)
+                    total_steps=10_000)
     mcfg = OmegaConf.load(REPO / "configs" / "method" / f"{a.method}.yaml")
-    method = get_method(a.method)(mcfg, info, acc, 0)
+    method = get_method(a.method)(mcfg, info, make_strategy(tcfg, acc, schedule), 0)
     g = torch.Generator().manual_seed(acc.process_index)
     x = (torch.rand((micro, *shape), generator=g) * 2 - 1).to(acc.device)
     if a.channels_last and x.dim() == 4:
@@ -60,7 +65,7 @@ def worker(a: argparse.Namespace) -> None:
     sync = torch.cuda.synchronize if acc.device.type == "cuda" else (lambda: None)
 
     def step(i: int):
-        method.begin_micro(0, i, acc.process_index * micro, a.batch_size)
+        method.begin(StepContext(step=i, batch_lo=acc.process_index * micro, global_batch=a.batch_size))
         return method.train_step(batch, i)
 
     for i in range(a.warmup):

@@ -27,6 +27,7 @@ def main(cfg: DictConfig) -> None:
     index = read_index(out)
     for part, info in index["parts"].items():
         print(f"{out}/{part}-*.tar: {info['count']} samples in {len(info['shards'])} shards")
+    print(f"{out}: {len(index['classes'])} classes")  # the count grids expand over (grid.classes: all)
     if kept:  # say so: a user rebuilding corrupt shards without force=true would otherwise think it worked
         print(f"kept the shards already in {out}; force=true rebuilds them")
 

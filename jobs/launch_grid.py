@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -27,7 +28,7 @@ EXIT_BUSY = 3  # another launch holds the grid
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    from dadf.data.pipeline import ensure_shards
+    from dadf.data.pipeline import declared_classes, ensure_shards
     from dadf.grid import store
     from dadf.grid.aggregate import aggregate
     from dadf.grid.cells import expand
@@ -39,8 +40,19 @@ def main(cfg: DictConfig) -> None:
     def compose(overrides: list[str]) -> DictConfig:
         return hydra.compose(config_name="config", overrides=user + overrides)
 
+    def build(dcfg: DictConfig) -> None:
+        try:
+            ensure_shards(dcfg, cfg.shards_dir)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: dataset {dcfg.name!r}: {e}") from None
+
     t0 = time.time()
     try:
+        # Expanding needs each dataset's number of classes: from its shards, so they are built first, unless its
+        # source declares its classes (then the shards are built below, once every value is checked).
+        for dcfg in _trained_datasets(cfg, compose):
+            if declared_classes(dcfg) is None:
+                build(dcfg)
         cells = expand(cfg, user, compose)
         # Every value is checked before any cell folder is touched: one line per problem.
         processes = (lambda c: 1) if cfg.launcher.name != "slurm" else _slurm_processes(cfg.launcher)
@@ -60,11 +72,8 @@ def main(cfg: DictConfig) -> None:
         datasets[c.cfg.dataset.name] = c.cfg.dataset
         if c.cfg.protocol.get("secondary"):
             datasets[c.cfg.protocol.secondary.name] = c.cfg.protocol.secondary
-    for name, dcfg in datasets.items():
-        try:
-            ensure_shards(dcfg, cfg.shards_dir)
-        except (FileNotFoundError, ValueError) as e:
-            raise SystemExit(f"error: dataset {name!r}: {e}") from None
+    for dcfg in datasets.values():
+        build(dcfg)
     try:
         summary = launch(cells, cfg.launcher, force=bool(cfg.force), retry_failed=bool(cfg.retry_failed))
     except GridBusy as e:
@@ -94,6 +103,21 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(128 + summary.stopped_by)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     if not summary.complete:
         raise SystemExit(1)
+
+
+def _trained_datasets(cfg: DictConfig, compose) -> list[DictConfig]:
+    """The datasets a grid trains on: each value of its `dataset` axis, else its dataset. A value that does not
+    compose is left to expand, which reports it with the grid's other problems."""
+    from hydra.errors import HydraException
+
+    values = cfg.grid.axes.get("dataset") if cfg.grid.axes else None
+    if not values:
+        return [cfg.dataset]
+    datasets = []
+    for value in values:
+        with contextlib.suppress(HydraException):
+            datasets.append(compose([f"dataset={value}"]).dataset)
+    return datasets
 
 
 def _slurm_processes(lcfg: DictConfig):

@@ -17,7 +17,7 @@ def main(cell_dir: str, out_dir: str) -> None:
 
     cell = Path(cell_dir)
     cfg = store.read_cell_config(cell)
-    method, data, schedule = build(cfg, cell)
+    method, data, schedule = build(cfg)
     acc = method.accelerator
     world = int(os.environ.get("WORLD_SIZE", "1"))
     assert acc.num_processes == world, (acc.num_processes, world)

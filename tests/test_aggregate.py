@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
+from dadf.data import protocols
 from dadf.grid import aggregate as agg
+from dadf.grid import layouts
+from dadf.grid import render
+from dadf.grid import table as tbl
 from dadf.grid import published as pub
 from dadf.grid import store
 from dadf.grid.plots import cell_plots, plot_by_p
@@ -105,30 +109,30 @@ def ovr_grid(tmp_path):
 
 def test_per_class_layout_golden(ovr_grid):
     g, entries = ovr_grid
-    tables = agg.build_tables(agg.load_records(g), ["auroc"], "t_ovr", published=entries)
-    assert len(tables) == 1 and tables[0].layout == agg.PER_CLASS
-    check_golden("ovr.md", agg.to_markdown(tables[0]))
-    check_golden("ovr.csv", agg.to_csv(tables))
-    check_golden("ovr.tex", agg.to_latex(tables[0]))
+    tables = agg.build_tables(tbl.load_records(g), ["auroc"], "t_ovr", published=entries)
+    assert len(tables) == 1 and tables[0].layout == "per_class"
+    check_golden("ovr.md", render.to_markdown(tables[0]))
+    check_golden("ovr.csv", render.to_csv(tables))
+    check_golden("ovr.tex", render.to_latex(tables[0]))
 
 
 def test_mean_std_over_seeds_and_the_average(ovr_grid):
     g, entries = ovr_grid
-    t = agg.build_tables(agg.load_records(g), ["auroc"], "t_ovr", published=entries)[0]
-    row = next(line for line in agg.to_markdown(t).splitlines() if line.startswith("| deep_svdd |"))
+    t = agg.build_tables(tbl.load_records(g), ["auroc"], "t_ovr", published=entries)[0]
+    row = next(line for line in render.to_markdown(t).splitlines() if line.startswith("| deep_svdd |"))
     cells = [x.strip() for x in row.strip("|").split("|")][1:]
     for c, text in zip(range(3), cells):
         vals = OVR_AUROC[("deep_svdd", c)]
         assert text == f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
     per_seed_avg = [np.mean([OVR_AUROC[("deep_svdd", c)][s] for c in range(3)]) for s in (0, 1)]
     assert cells[3] == f"{np.mean(per_seed_avg):.3f} ± {np.std(per_seed_avg, ddof=1):.3f}"
-    assert "n = 2 seeds" in agg.caption(t)
+    assert "n = 2 seeds" in render.caption(t)
 
 
 def test_missing_and_failed_cells_stay_visible_and_flag_the_average(ovr_grid):
     g, entries = ovr_grid
-    t = agg.build_tables(agg.load_records(g), ["auroc"], "t_ovr", published=entries)[0]
-    md = agg.to_markdown(t)
+    t = agg.build_tables(tbl.load_records(g), ["auroc"], "t_ovr", published=entries)[0]
+    md = render.to_markdown(t)
     row = next(line for line in md.splitlines() if line.startswith("| ae |"))
     cells = [x.strip() for x in row.strip("|").split("|")][1:]
     assert cells[0] == "0.550 ± 0.071"
@@ -136,24 +140,24 @@ def test_missing_and_failed_cells_stay_visible_and_flag_the_average(ovr_grid):
     assert cells[2] == "missing"      # listed in grid.json, no folder: not dropped
     assert cells[3] == f"{np.mean([0.55, 0.7]):.3f}*"
     assert "loss is NaN at step 7" in md and "\\* incomplete" in md
-    avg, complete = agg.row_average(t, "ae", "auroc")
+    avg, complete = tbl.row_average(t, "ae", "auroc")
     assert not complete and avg == pytest.approx(np.mean([0.55, 0.7]))
 
 
 def test_paper_rows_and_delta(ovr_grid):
     g, entries = ovr_grid
-    t = agg.build_tables(agg.load_records(g), ["auroc"], "t_ovr", published=entries)[0]
+    t = agg.build_tables(tbl.load_records(g), ["auroc"], "t_ovr", published=entries)[0]
     assert [pr.entry.source for pr in t.papers] == ["Test Table 9"]  # the cifar10 entry does not match
     pr = t.papers[0]
-    d0, flag = agg.delta(t, pr, "c0", "auroc")
+    d0, flag = tbl.delta(t, pr, "c0", "auroc")
     assert flag == "" and d0 == pytest.approx(np.mean(OVR_AUROC[("deep_svdd", 0)]) - 0.9)
-    assert agg.delta(t, pr, "c2", "auroc") == (None, "")  # the paper has no value for c2
-    assert agg.delta(t, pr, "avg", "auroc") == (None, "n/c")  # 3 of mnist's 10 classes: not comparable
-    lines = agg.to_markdown(t).splitlines()
+    assert tbl.delta(t, pr, "c2", "auroc") == (None, "")  # the paper has no value for c2
+    assert tbl.delta(t, pr, "avg", "auroc") == (None, "n/c")  # 3 of mnist's 10 classes: not comparable
+    lines = render.to_markdown(t).splitlines()
     i = next(k for k, line in enumerate(lines) if line.startswith("| deep_svdd |"))
     assert lines[i + 1].startswith("| ↳ paper (Test Table 9) | 0.900 | 0.800 | – | 0.850 |")
     assert lines[i + 2].startswith(f"| ↳ Δ dadf − paper | {d0:+.3f} |")
-    rows = [r for r in agg.csv_rows(t) if r[1] == "delta"]
+    rows = [r for r in render.csv_rows(t) if r[1] == "delta"]
     assert {r[3] for r in rows} == {"c0", "c1", "avg"} and all(r[-1] == "Test Table 9" for r in rows)
 
 
@@ -162,7 +166,7 @@ def test_class_tables_split_by_dataset(tmp_path):
     ids = [make_cell(g, "ae", ds, "ovr", 0, value=v, target_class=0, axes={"dataset": ds})
            for ds, v in (("mnist", 0.9), ("cifar10", 0.6))]
     write_manifest(g, ids)
-    tables = agg.build_tables(agg.load_records(g), ["auroc"], "t_two", published=())
+    tables = agg.build_tables(tbl.load_records(g), ["auroc"], "t_two", published=())
     assert [t.title for t in tables] == ["t_two [mnist]: AUROC", "t_two [cifar10]: AUROC"]
     assert [t.entry("ae", "c0", "auroc").values for t in tables] == [[0.9], [0.6]]
 
@@ -183,14 +187,14 @@ def test_ood_layout_golden_with_ablation_rows(tmp_path):
          "axes": {"method.atypical.enabled": False}, "values": {"fmnist→mnist": 0.894}},
         {"source": "T1", "method": "ama", "protocol": "ood", "metric": "auroc", "variant": "w/o simplex",
          "values": {"fmnist→mnist": 0.960}}])
-    tables = agg.build_tables(agg.load_records(g), ["auroc"], "t_ood", published=entries)
+    tables = agg.build_tables(tbl.load_records(g), ["auroc"], "t_ood", published=entries)
     t = tables[0]
-    assert t.layout == agg.OOD and t.columns == ["fmnist→mnist"] and not t.show_avg
+    assert t.layout == "ood" and t.columns == ["fmnist→mnist"] and not t.show_avg
     # the main paper row goes with the main dadf row, the ablation with the run that reproduces it,
     # the ablation nobody ran stays as a paper-only row
     assert [(pr.of, pr.entry.variant) for pr in t.papers] == [
         ("ama", None), ("ama enabled=False", "w/o atypical selection"), (None, "w/o simplex")]
-    md = agg.to_markdown(t)
+    md = render.to_markdown(t)
     assert "| ae | running |" in md
     check_golden("ood.md", md)
 
@@ -211,14 +215,14 @@ def test_semisup_layout_golden_and_auroc_vs_p_plot(tmp_path):
     entries = published_file(tmp_path, [
         {"source": "Supp T7", "method": "ama", "dataset": "cifar10", "protocol": "semisup", "metric": "auroc",
          "p": p, "classes": [v, v + 0.02], "values": {"avg": v + 0.01}} for p, v in ((0, 0.6), (1, 0.72), (20, 0.9))])
-    tables = agg.build_tables(agg.load_records(g), ["auroc"], "t_semisup", published=entries)
-    assert [t.layout for t in tables] == [agg.BY_P, agg.BY_P] and len(tables) == 2
+    tables = agg.build_tables(tbl.load_records(g), ["auroc"], "t_semisup", published=entries)
+    assert [t.layout for t in tables] == ["by_p", "by_p"] and len(tables) == 2
     ama = tables[0]
     assert ama.rows == ["p=0%", "p=1%", "p=5%"] and ama.labels == {"c0": "airplane", "c1": "automobile"}
     assert [pr.of for pr in ama.papers] == ["p=0%", "p=1%"]  # p=20 not run: no row to compare with
-    md = "\n".join(agg.to_markdown(t) for t in tables)
+    md = "\n".join(render.to_markdown(t) for t in tables)
     check_golden("semisup.md", md)
-    check_golden("semisup.csv", agg.to_csv(tables))
+    check_golden("semisup.csv", render.to_csv(tables))
 
     from dadf.grid.report import p_series
 
@@ -249,17 +253,75 @@ def test_tabular_layout_golden(tmp_path):
          "values": {"kdd99": 0.9294, "thyroid": 0.7}},
         {"source": "Simplex T2", "method": "iforest", "protocol": "tabular", "metric": "precision",
          "values": {"kdd99": 0.92}}])
-    tables = agg.build_tables(agg.load_records(g), ["f1"], "t_tab", published=entries)
+    tables = agg.build_tables(tbl.load_records(g), ["f1"], "t_tab", published=entries)
     t = tables[0]
-    assert t.layout == agg.TABULAR and t.metrics == ["precision", "recall", "f1"] and t.columns == ["kdd99", "thyroid"]
-    d, _ = agg.delta(t, next(p for p in t.papers if p.entry.metric == "f1"), "kdd99", "f1")
+    assert t.layout == "tabular" and t.metrics == ["precision", "recall", "f1"] and t.columns == ["kdd99", "thyroid"]
+    d, _ = tbl.delta(t, next(p for p in t.papers if p.entry.metric == "f1"), "kdd99", "f1")
     f1s = [2 * (0.9 + 0.01 * s) * (0.95 - 0.01 * s) / (1.85) for s in (0, 1)]
     assert d == pytest.approx(np.mean(f1s) - 0.9294)
     # one published table's metrics share one paper line and one Δ line
-    body = agg.to_markdown(t).splitlines()
+    body = render.to_markdown(t).splitlines()
     assert [line.split(" | ")[0] for line in body if line.startswith("| ↳")] == ["| ↳ paper (Simplex T2)", "| ↳ Δ dadf − paper"]
-    check_golden("tabular.md", agg.to_markdown(t))
-    check_golden("tabular.csv", agg.to_csv(tables))
+    check_golden("tabular.md", render.to_markdown(t))
+    check_golden("tabular.csv", render.to_csv(tables))
+
+
+# ------------------------------------------------------------------------------------------- registries
+
+def test_every_protocol_names_a_registered_layout():
+    assert {name: p.layout for name, p in protocols.PROTOCOLS.items()} == {
+        "loo": "per_class", "ovr": "per_class", "ood": "ood", "corruption": "by_p", "semisup": "by_p",
+        "tabular": "tabular", "gpnd": "per_class"}
+    assert set(layouts.LAYOUTS) == {"per_class", "ood", "by_p", "tabular"}
+
+
+@pytest.fixture
+def registries(monkeypatch):
+    """Protocols and layouts registered by the test are gone after it."""
+    monkeypatch.setattr(protocols, "PROTOCOLS", dict(protocols.PROTOCOLS))
+    monkeypatch.setattr(layouts, "LAYOUTS", dict(layouts.LAYOUTS))
+
+
+def _register_toy_protocol(layout: str) -> None:
+    @protocols.register("toy", layout=layout, params={"target_class": protocols.REQUIRED})
+    def _toy(rng, source, params, secondary):
+        raise AssertionError("the aggregator reads results; it never splits")
+
+
+class _DatasetRows(layouts.Layout):
+    """Rows = datasets, columns = methods."""
+
+    def row(self, rec):
+        return rec.cell["dataset"]
+
+    def column(self, rec):
+        return rec.cell["method"]
+
+
+def test_a_registered_protocol_and_layout_make_the_grids_table(tmp_path, registries):
+    _register_toy_protocol("dataset_rows")
+    layouts.register(_DatasetRows("dataset_rows", row_header="dataset", class_columns=False))
+    g = tmp_path / "runs" / "t_toy"
+    ids = [make_cell(g, method, ds, "toy", s, value=v + 0.01 * s, axes={"dataset": ds})
+           for method, ds, v in (("ae", "mnist", 0.8), ("kde", "mnist", 0.7), ("ae", "cifar10", 0.6)) for s in (0, 1)]
+    write_manifest(g, ids)
+    table, md = agg.aggregate(g)
+    assert table.layout == "dataset_rows" and table.rows == ["mnist", "cifar10"] and table.columns == ["ae", "kde"]
+    lines = (g / "table.md").read_text().splitlines()
+    assert "| dataset | ae | kde |" in lines and "| cifar10 | 0.605 ± 0.007 | missing |" in lines
+    assert "avg" not in md  # the columns are not classes: no average
+    assert "t_toy: AUROC,dadf,cifar10,ae,ae,auroc,0.605,0.00707107,2,2,done=2," in (g / "table.csv").read_text()
+
+
+def test_an_unknown_protocol_or_layout_is_an_error_naming_the_registered_ones(tmp_path, registries):
+    g = tmp_path / "runs" / "t_unknown"
+    write_manifest(g, [make_cell(g, "ae", "mnist", "toy", 0, value=0.8)])
+    with pytest.raises(protocols.ProtocolError, match=r"unknown protocol 'toy'; valid choices: \['loo', 'ovr'"):
+        agg.aggregate(g, write=False)
+    _register_toy_protocol("nope")
+    with pytest.raises(ValueError, match=r"unknown table layout 'nope'; registered layouts: \['per_class', 'ood'"):
+        agg.aggregate(g, write=False)
+    assert not (g / "table.md").exists()
 
 
 # ------------------------------------------------------------------------------------------- published file
@@ -282,7 +344,7 @@ def test_ama_ablation_grid_rows_meet_the_papers_ablation_rows(tmp_path):
     ids = [make_cell(g, "ama", "fmnist", "ood", 0, value=0.9, secondary="mnist", axes={"method.ablation": a})
            for a in ("none", "no_mirrored")]
     write_manifest(g, ids)
-    t = agg.build_tables(agg.load_records(g), ["auroc"], "ama_ablation")[0]  # the real published.yaml
+    t = agg.build_tables(tbl.load_records(g), ["auroc"], "ama_ablation")[0]  # the real published.yaml
     pairs = [(pr.of, pr.entry.variant, pr.entry.values["fmnist→mnist"]) for pr in t.papers]
     assert pairs[:2] == [("ama ablation=none", None, 0.987),
                          ("ama ablation=no_mirrored", "w/o mirrored Wasserstein loss", 0.653)]
@@ -309,7 +371,7 @@ def test_aggregate_writes_tables_and_a_report_with_provenance(ovr_grid, capsys):
     table, md = agg.aggregate(g)
     assert table.rows == ["deep_svdd", "ae"]
     assert (g / "table.md").read_text() == md
-    assert (g / "table.csv").read_text().splitlines()[0] == ",".join(agg.CSV_HEADER)
+    assert (g / "table.csv").read_text().splitlines()[0] == ",".join(render.CSV_HEADER)
     tex = (g / "table.tex").read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex and "$\\pm$" in tex
     report = (g / "report.md").read_text()

@@ -9,10 +9,12 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 
 from dadf.methods import get_method
-from dadf.methods.ama import (atypical_codes, fit_gaussian, neg_log_density, negative_rows, partner_indices,
-                              simplex_weights)
+from dadf.losses.gan import pair_gradient_penalty
+from dadf.losses.simplex import partner_indices, simplex_weights
+from dadf.methods.ama import atypical_codes, fit_gaussian, neg_log_density, negative_rows
 from dadf.methods.base import DataInfo
 from dadf.nets.gan import build_autoencoder_gan
+from dadf.methods.interface import StepContext
 from conftest import run_one_cell
 
 torch.set_num_threads(1)
@@ -25,7 +27,7 @@ def make(shape=(1, 8, 8), kind="image", steps_per_epoch=2, **opts):
 
 
 def step_batch(m, x, step, label=None):
-    m.begin_micro(0, step, 0, len(x))
+    m.begin(StepContext(step=step, global_batch=len(x)))
     batch = {"x": x, "label": label if label is not None else torch.zeros(len(x), dtype=torch.long)}
     return m.train_step(batch, step)
 
@@ -47,7 +49,7 @@ def test_objective_signs():
 def test_gradients_reach_only_the_network_being_trained():
     m = make(lipschitz="gp")
     x = torch.randn(16, 1, 8, 8).clamp(-1, 1)
-    m.begin_micro(0, 0, 0, 16)
+    m.begin(StepContext(step=0, global_batch=16))
     ctx = m.prepare({"x": x, "label": torch.zeros(16, dtype=torch.long)}, 0)
     out = m.eg(x, **ctx["kwargs"])
     loss_d, _ = m.critic_loss(ctx, out, m.critic)
@@ -66,7 +68,7 @@ def test_gradients_reach_only_the_network_being_trained():
 def test_interpolation_switch_detaches_x_inter(trains):
     m = make(interp_trains_autoencoder=trains, lambda_reg=0.0)
     x = torch.randn(16, 1, 8, 8).clamp(-1, 1)
-    m.begin_micro(0, 0, 0, 16)
+    m.begin(StepContext(step=0, global_batch=16))
     ctx = m.prepare({"x": x}, 0)
     out = {k: v.detach() for k, v in m.eg(x, **ctx["kwargs"]).items()}
     out["x_inter"].requires_grad_(True)
@@ -129,6 +131,18 @@ def test_simplex_weights_and_partners():
     assert all(sorted(idx[:, j].tolist()) == list(range(10)) for j in (1, 2))  # permutations of the batch
 
 
+def test_pair_gradient_penalty_takes_the_gradient_of_both_inputs():
+    """A linear pair critic w·[x, y] has gradient w everywhere: the penalty is (‖w‖ − 1)², with both halves of w."""
+    w = torch.tensor([3.0, 0.0, 0.0, 4.0])
+
+    def critic(x, y):
+        return torch.cat([x, y], dim=1) @ w
+
+    x, y_real, y_fake = torch.randn(5, 2), torch.randn(5, 2), torch.randn(5, 2)
+    gp = pair_gradient_penalty(critic, x, y_real, y_fake, torch.rand(5))
+    assert gp.item() == pytest.approx((5.0 - 1) ** 2)
+
+
 def test_a_score_fit_and_sign():
     r = torch.tensor([1.0, 2.0, 3.0, 2.0])
     mean, std = fit_gaussian(r)
@@ -157,9 +171,9 @@ def test_atypical_selection_starts_at_epoch_11():
     m = make(shape=(6,), kind="tabular", steps_per_epoch=2, atypical_fraction=0.25)
     x = torch.randn(16, 6)
     assert m.atypical_start == 20
-    m.begin_micro(0, 19, 0, 16)
+    m.begin(StepContext(step=19, global_batch=16))
     assert m.prepare({"x": x}, 19)["rows"] == []
-    m.begin_micro(0, 20, 0, 16)
+    m.begin(StepContext(step=20, global_batch=16))
     ctx = m.prepare({"x": x}, 20)
     assert len(ctx["rows"]) == 4 and float(ctx["normal"].sum()) == 12
     assert "neg_fn" in ctx["kwargs"]
@@ -172,7 +186,7 @@ def test_labelled_anomalies_replace_atypical_selection():
     label[:3] = 1
     step_batch(m, x, 0, label)
     assert m.has_real_negatives
-    m.begin_micro(0, 30, 0, 16)
+    m.begin(StepContext(step=30, global_batch=16))
     ctx = m.prepare({"x": x, "label": label}, 30)
     assert ctx["rows"] == [] and float(ctx["normal"].sum()) == 13  # no synthetic rows; anomalies not normals
 

@@ -193,7 +193,7 @@ def test_a_signal_during_start_up_stops_training_at_the_first_step_boundary(comp
     cell = make_cell(composer, dirs, ["trainer.steps=50", "trainer.sync_every=4"])
     with PreemptionGuard() as guard:
         os.kill(os.getpid(), signal.SIGUSR2)  # "during start-up"
-        method, data, schedule = build(cell.cfg, cell.dir)
+        method, data, schedule = build(cell.cfg)
         trainer = Trainer(cell.cfg.trainer, method, data, schedule, cell.dir, seed=int(cell.cfg.seed))
         with pytest.raises(Preempted) as caught:
             trainer.run(progress=False, guard=guard)

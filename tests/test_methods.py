@@ -40,3 +40,19 @@ def test_scores_do_not_depend_on_batch_composition(composer):
         m.train_step({"x": x}, 0)
     assert torch.allclose(m.score(x)[:5], m.score(x[:5]), atol=1e-6)
     assert all(n.training for n in m.nets.values())  # score() restores train mode
+
+
+def test_emitted_files_are_handed_over_once_in_order_and_stay_inside_the_cell():
+    from accelerate import Accelerator
+
+    from dadf.methods.base import DataInfo, Method
+
+    m = Method(None, DataInfo("tabular", (2,), 10), Accelerator(cpu=True), 0)
+    first, second = (lambda f: f.write(b"1")), (lambda f: f.write(b"2"))
+    m.emit("tasks/a.pt", first)
+    m.emit("b.png", second)
+    assert m.take_artifacts() == [("tasks/a.pt", first), ("b.png", second)]
+    assert m.take_artifacts() == []
+    for outside in ("/tmp/a.pt", "../a.pt", "tasks/../../a.pt"):
+        with pytest.raises(ValueError, match="inside the cell folder"):
+            m.emit(outside, first)

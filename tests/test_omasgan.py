@@ -230,10 +230,10 @@ def test_a_phase_with_no_steps_still_initialises_its_networks():
 @pytest.mark.parametrize("shape, arch", [((1, 28, 28), "dcgan"), ((1, 32, 32), "dcgan"), ((3, 32, 32), "resnet32"),
                                          ((5,), "mlp")])
 def test_networks_fit_the_data_shape(shape, arch):
-    from dadf.nets.omasgan import NetSpec, build_critic, build_generator, pick_arch
+    from dadf.nets.omasgan import NetSpec, build_critic, build_generator, pick_omasgan_arch
 
     kind = "image" if len(shape) == 3 else "tabular"
-    assert pick_arch(shape, kind, "auto") == arch
+    assert pick_omasgan_arch(shape, kind, "auto") == arch
     spec = NetSpec(arch, 8, shape, kind=kind)
     x = build_generator(spec).eval()(torch.randn(2, 8))
     assert x.shape == (2, *shape)
@@ -241,7 +241,7 @@ def test_networks_fit_the_data_shape(shape, arch):
 
 
 def test_an_architecture_that_does_not_fit_is_refused():
-    from dadf.nets.omasgan import pick_arch
+    from dadf.nets.omasgan import pick_omasgan_arch
 
     with pytest.raises(ValueError, match="resnet32 needs 3x32x32"):
-        pick_arch((1, 28, 28), "image", "resnet32")
+        pick_omasgan_arch((1, 28, 28), "image", "resnet32")

@@ -12,6 +12,7 @@ from dadf.losses.gan import critic_loss, gradient_penalty
 from dadf.losses.weighting import GradNormWeights, WeightPolicyParams
 from dadf.methods import get_method
 from dadf.methods.base import DataInfo
+from dadf.methods.interface import StepContext
 
 torch.set_num_threads(1)
 
@@ -111,7 +112,7 @@ def test_resume_from_state_continues_identically():
 
     def step_(m, step):
         x = train[step * 8 : step * 8 + 8]
-        m.begin_micro(0, step, 0, len(x))  # as the trainer does: noise depends on (seed, step), not on history
+        m.begin(StepContext(step=step, global_batch=len(x)))  # as the trainer does: noise depends on (seed, step), not on history
         return m.train_step({"x": x}, step)
 
     a = _piad(8, weight_period=1, n_critic=1)

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from dadf.data.protocols import PROTOCOLS, ProtocolError, make_split
-from dadf.data.types import PRIMARY, SECONDARY, Source, Subset
+from dadf.data import protocols
+from dadf.data.protocols import PROTOCOLS, REQUIRED, ProtocolError, make_split, register
+from dadf.data.types import PRIMARY, SECONDARY, Source, Split, Subset
 
 N_CLASSES = 10
 
@@ -320,3 +321,53 @@ def test_params_not_mutated(src):
     params = {"target_class": 1}
     make_split("ovr", src, seed=0, params=params)
     assert params == {"target_class": 1}
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """Protocols registered by the test are gone after it."""
+    monkeypatch.setattr(protocols, "PROTOCOLS", dict(PROTOCOLS))
+
+
+def _check_keep(value, source):
+    if not isinstance(value, int) or not 0 < value <= len(source.classes):
+        raise ProtocolError(f"keep={value!r} is invalid; valid values: 1..{len(source.classes)}")
+    return value
+
+
+def test_a_registered_protocol_splits_with_its_own_parameter(src, registry):
+    @register("first_k", layout="per_class", params={"keep": REQUIRED}, checks={"keep": _check_keep})
+    def _first_k(rng, source, params, secondary):
+        """Classes below `keep` are normal: train on them, validate on the other train rows, test on the test part."""
+        def rows(part, which):
+            y = source.parts[part][1]
+            index = np.flatnonzero(which(y))
+            truth = (y[index] >= params["keep"]).astype(np.int8)
+            return Subset(np.zeros(len(index), np.int8), np.full(len(index), part, dtype=object), index, truth, truth,
+                          y[index])
+
+        keep = params["keep"]
+        return Split(train=rows("train", lambda y: y < keep), val=rows("train", lambda y: y >= keep),
+                     test=rows("test", lambda y: y >= 0))
+
+    split = make_split("first_k", src, seed=3, params={"keep": 2})
+    check_well_formed(split, [src])
+    assert set(split.train.cls) == {0, 1} and split.counts()["test"]["anomalous"] == 80
+    assert split.info == {"protocol": "first_k", "params": {"keep": 2}, "seed": 3}
+    assert protocols.get("first_k").layout == "per_class"
+    with pytest.raises(ProtocolError, match=r"keep=11 is invalid; valid values: 1\.\.10"):
+        make_split("first_k", src, seed=0, params={"keep": 11})
+    with pytest.raises(ProtocolError, match=r"needs parameter\(s\) \['keep'\]"):
+        make_split("first_k", src, seed=0, params={})
+
+
+def test_registering_is_checked(registry):
+    with pytest.raises(ValueError, match=r"protocol 'odd': no check for parameter\(s\) \['width'\]"):
+        register("odd", layout="per_class", params={"width": 3})
+    with pytest.raises(ValueError, match="'ovr' is registered twice"):
+        register("ovr", layout="per_class", params={})(lambda rng, source, params, secondary: None)
+    with pytest.raises(ProtocolError, match=r"unknown protocol 'nope'; valid choices: \['loo', 'ovr', 'ood'"):
+        protocols.get("nope")

@@ -10,6 +10,7 @@ from torch import nn
 
 from dadf.methods import get_method
 from dadf.methods.base import DataInfo
+from dadf.methods.interface import StepContext
 from conftest import run_one_cell
 
 torch.set_num_threads(1)
@@ -21,7 +22,7 @@ def make(shape=(6,), kind="tabular", steps_per_epoch=2, **opts):
 
 
 def step(m, x, s):
-    m.begin_micro(0, s, 0, len(x))
+    m.begin(StepContext(step=s, global_batch=len(x)))
     return m.train_step({"x": x}, s)
 
 

@@ -7,6 +7,7 @@ import struct
 import sys
 import tarfile
 import types
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,22 @@ def test_unknown_parameter_lists_valid_ones():
 def test_missing_required_parameter():
     with pytest.raises(DataError, match="path"):
         load_source("image_folder")
+
+
+# ---------------------------------------------------------------- declared classes
+
+
+@pytest.mark.parametrize("name, params", [("digits", {}), ("synthetic", {}), ("synthetic", {"n_classes": 4}),
+                                          ("synthetic", {"kind": "tabular", "n_samples": 50})])
+def test_a_source_loads_the_classes_it_declares(name, params):
+    assert load_source(name, **params).classes == sources.declared_classes(name, params)
+
+
+def test_sources_known_by_their_data_only_declare_no_classes():
+    assert sources.declared_classes("idx", {"path": "x"}) is None
+    assert sources.declared_classes("image_folder", {"path": "x"}) is None
+    with pytest.raises(DataError, match="n_classes"):
+        sources.declared_classes("synthetic", {"n_clases": 3})
 
 
 # ---------------------------------------------------------------- digits and synthetic
@@ -327,6 +344,21 @@ def test_image_folder_without_images_explains_layout(tmp_path):
         load_source("image_folder", path=str(tmp_path))
 
 
+def test_omniglot_classes_are_the_background_alphabets(tmp_path):
+    (tmp_path / "omniglot").mkdir()
+    blob = png_bytes(np.zeros((4, 4), dtype=np.uint8))
+    for k, alphabet in ((1, "Latin"), (2, "Greek")):
+        with zipfile.ZipFile(tmp_path / "omniglot" / f"images_background_small{k}.zip", "w") as z:
+            z.writestr(f"images_background_small{k}/{alphabet}/character01/0001_01.png", blob)
+    src = load_source("omniglot", tmp_path)
+    assert src.classes == sources.declared_classes("omniglot") and len(src.classes) == 30
+    assert [src.classes[c] for c in src.parts["test"][1]] == ["Latin", "Greek"]
+    with zipfile.ZipFile(tmp_path / "omniglot" / "images_background_small2.zip", "a") as z:
+        z.writestr("images_background_small2/Klingon/character01/0001_01.png", blob)
+    with pytest.raises(DataError, match="Klingon"):
+        load_source("omniglot", tmp_path)
+
+
 # ---------------------------------------------------------------- real data (skipped when ../shared/data is absent)
 
 
@@ -351,7 +383,8 @@ def test_real_omniglot():
     src = load_source("omniglot", DATA)
     x, y = src.parts["test"]
     assert set(src.parts) == {"test"} and x.shape == (5840, 1, 28, 28) and x.dtype == np.uint8
-    assert len(src.classes) == y.max() + 1 and src.meta["original_shape"] == (1, 105, 105)
+    # The classes are the background set's 30 alphabets (declared by the source), of which these files hold 8.
+    assert len(src.classes) == 30 and len(np.unique(y)) == 8 and src.meta["original_shape"] == (1, 105, 105)
     assert x.mean() < 64  # inverted: bright strokes on a dark background, as in MNIST
 
 

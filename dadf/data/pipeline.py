@@ -87,6 +87,39 @@ def _ensure_shards_locked(dcfg: DictConfig, out: Path, force: bool) -> Path:
     return out
 
 
+def class_count(dcfg: DictConfig, shards_root: str | Path) -> int:
+    """The dataset's number of classes, known before its data is loaded (a grid's `classes: all`, the checks of
+    `target_class`, the frozen cell): from its built shards, else from the classes its source declares."""
+    declared = declared_classes(dcfg)
+    out = shard_dir(dcfg, shards_root)
+    built = _built_classes(dcfg, out)
+    if built is None and declared is None:
+        build = shards.rebuild_command(dcfg.name, *rebuild_overrides(dcfg),
+                                       shards.override("shards_dir", Path(shards_root).resolve()))
+        raise sources.DataError(f"dataset {dcfg.name!r}: its classes are known from its data only, and its shards "
+                                f"are not built in {out} with these settings; build them first: {build}")
+    if built is None:
+        return len(declared)
+    if declared is not None and len(built) != len(declared):
+        rebuild = shards.force_rebuild_command(out, dcfg.name, rebuild_overrides(dcfg))
+        raise sources.DataError(f"shards in {out} hold {len(built)} classes, but source {dcfg.source!r} has "
+                                f"{len(declared)} (they were built by an older dadf); rebuild with: {rebuild}")
+    return len(built)
+
+
+def declared_classes(dcfg: DictConfig) -> tuple[str, ...] | None:
+    """The classes the dataset's source declares for its settings; None when only its data knows them."""
+    return sources.declared_classes(dcfg.source, OmegaConf.to_container(dcfg.params, resolve=True))
+
+
+def _built_classes(dcfg: DictConfig, out: Path) -> list[str] | None:
+    """The classes recorded by the dataset's shards in `out`, when they are built from its current settings."""
+    if not (out / shards.INDEX_FILE).is_file():
+        return None
+    index = shards.read_index(out, rebuild=shards.force_rebuild_command(out, dcfg.name, rebuild_overrides(dcfg)))
+    return index["classes"] if index.get("source_params") == source_params(dcfg) else None
+
+
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str, mtime: float) -> Source:
     return shards.load_source_from_shards(Path(path))

@@ -3,35 +3,64 @@
 Every split is a pure function of (source content, protocol, params, seed): the random generator is
 seeded with the seed and a stable digest of the protocol name, never Python's salted ``hash()``.
 Rows are referenced by (source id, part, index) into ``source.parts[part]``; no pixels are copied.
+
+A protocol is one split function decorated with ``@register(name, layout=..., params=...)`` plus its
+``configs/protocol/<name>.yaml``; ``layout`` names the results-table layout (``dadf/grid/layouts.py``).
 """
 from __future__ import annotations
 
 import hashlib
 import numbers
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from dadf.data.types import PRIMARY, SECONDARY, Source, Split, Subset
 
-PROTOCOLS: tuple[str, ...] = ("loo", "ovr", "ood", "corruption", "semisup", "tabular", "gpnd")
-
-_REQUIRED = object()  # marks a parameter without a default
-
-# Parameters each protocol accepts, with their defaults.
-_PARAMS: dict[str, dict[str, object]] = {
-    "loo": {"target_class": _REQUIRED, "val_fraction": 0.0, "val_anomalies": 0},
-    "ovr": {"target_class": _REQUIRED, "val_fraction": 0.0, "val_anomalies": 0},
-    "corruption": {"target_class": _REQUIRED, "p": _REQUIRED, "val_fraction": 0.0, "val_anomalies": 0},
-    "semisup": {"target_class": _REQUIRED, "p": _REQUIRED, "val_fraction": 0.0, "val_anomalies": 0},
-    "ood": {"ratio": 0.2, "val_anomalies": 50, "val_fraction": 0.0},
-    "tabular": {"train_fraction": 0.5},
-    "gpnd": {"target_class": _REQUIRED, "train_fraction": 0.8},
-}
+REQUIRED = object()  # marks a parameter without a default
 
 
 class ProtocolError(ValueError):
     """A protocol was asked for something it cannot do (bad name, parameter or data)."""
+
+
+# A check turns a parameter's value into a plain Python value (fit for `Split.info`) or raises ProtocolError.
+Check = Callable[[object, Source], object]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    split: Callable  # (rng, source, params, secondary) -> Split; `params` filled and checked
+    layout: str  # the results-table layout of its grids
+    params: dict[str, object]  # parameter -> default (or REQUIRED)
+    checks: dict[str, Check]  # parameter -> its check
+
+    def fill(self, params: dict) -> dict:
+        """`params` with the defaults filled in; unknown and missing required parameters are errors."""
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            raise ProtocolError(f"unknown parameter(s) {unknown} for protocol {self.name!r}; "
+                                f"valid parameters: {sorted(self.params)}")
+        missing = sorted(k for k, v in self.params.items() if v is REQUIRED and k not in params)
+        if missing:
+            raise ProtocolError(f"protocol {self.name!r} needs parameter(s) {missing}; "
+                                f"valid parameters: {sorted(self.params)}")
+        return {k: params.get(k, default) for k, default in self.params.items()}
+
+    def normalise(self, params: dict, source: Source) -> dict:
+        """Fill defaults and check every value against `source`; returns plain Python types."""
+        return {k: self.checks[k](v, source) for k, v in self.fill(dict(params)).items()}
+
+
+PROTOCOLS: dict[str, Protocol] = {}  # name -> Protocol, in registration order
+
+
+def get(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ProtocolError(f"unknown protocol {name!r}; valid choices: {list(PROTOCOLS)}")
+    return PROTOCOLS[name]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,25 +126,7 @@ def _empty_subset() -> Subset:
 
 
 # --------------------------------------------------------------------------------------------------
-# Parameter checking.
-
-
-def _rng(protocol: str, seed: int) -> np.random.Generator:
-    digest = int.from_bytes(hashlib.sha256(protocol.encode()).digest()[:8], "little")
-    return np.random.default_rng([int(seed), digest])
-
-
-def _fill_params(protocol: str, params: dict) -> dict:
-    spec = _PARAMS[protocol]
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise ProtocolError(
-            f"unknown parameter(s) {unknown} for protocol {protocol!r}; valid parameters: {sorted(spec)}"
-        )
-    missing = sorted(k for k, v in spec.items() if v is _REQUIRED and k not in params)
-    if missing:
-        raise ProtocolError(f"protocol {protocol!r} needs parameter(s) {missing}; valid parameters: {sorted(spec)}")
-    return {k: params.get(k, default) for k, default in spec.items()}
+# Parameters and registration.
 
 
 def _is_int(v) -> bool:
@@ -164,18 +175,42 @@ def _check_target(value, source: Source) -> int:
     )
 
 
-def _normalise(protocol: str, params: dict, source: Source) -> dict:
-    """Fill defaults and validate every value; returns plain Python types (fit for `Split.info`)."""
-    p = _fill_params(protocol, dict(params))
-    checks = {
-        "target_class": lambda v: _check_target(v, source),
-        "p": _check_percent,
-        "val_fraction": lambda v: _check_fraction("val_fraction", v, low_open=False),
-        "train_fraction": lambda v: _check_fraction("train_fraction", v, low_open=True),
-        "val_anomalies": lambda v: _check_count("val_anomalies", v),
-        "ratio": lambda v: _check_positive("ratio", v),
-    }
-    return {k: checks[k](v) for k, v in p.items()}
+# The checks of the parameters protocols share; a protocol with a parameter of its own passes `checks=`.
+_CHECKS: dict[str, Check] = {
+    "target_class": _check_target,
+    "p": lambda v, _: _check_percent(v),
+    "val_fraction": lambda v, _: _check_fraction("val_fraction", v, low_open=False),
+    "train_fraction": lambda v, _: _check_fraction("train_fraction", v, low_open=True),
+    "val_anomalies": lambda v, _: _check_count("val_anomalies", v),
+    "ratio": lambda v, _: _check_positive("ratio", v),
+}
+
+
+def register(name: str, *, layout: str, params: dict[str, object], checks: dict[str, Check] | None = None):
+    """Register `fn(rng, source, params, secondary) -> Split` as protocol `name`, with its parameters' defaults
+    (REQUIRED for none) and the results-table layout its grids use."""
+    checks = {**_CHECKS, **(checks or {})}
+    unchecked = sorted(set(params) - set(checks))
+    if unchecked:
+        raise ValueError(f"protocol {name!r}: no check for parameter(s) {unchecked}; pass checks={{name: fn}} "
+                         f"(shared checks: {sorted(_CHECKS)})")
+
+    def wrap(fn: Callable) -> Callable:
+        if name in PROTOCOLS:
+            raise ValueError(f"protocol {name!r} is registered twice")
+        PROTOCOLS[name] = Protocol(name, fn, layout, dict(params), {k: checks[k] for k in params})
+        return fn
+
+    return wrap
+
+
+# --------------------------------------------------------------------------------------------------
+# Drawing rows.
+
+
+def _rng(protocol: str, seed: int) -> np.random.Generator:
+    digest = int.from_bytes(hashlib.sha256(protocol.encode()).digest()[:8], "little")
+    return np.random.default_rng([int(seed), digest])
 
 
 def _require_parts(source: Source, protocol: str, *parts: str) -> None:
@@ -202,9 +237,14 @@ def _n_of(fraction: float, n: int) -> int:
 # --------------------------------------------------------------------------------------------------
 # Protocols.
 
+_ONE_CLASS = {"target_class": REQUIRED, "val_fraction": 0.0, "val_anomalies": 0}
+_WITH_P = {"target_class": REQUIRED, "p": REQUIRED, "val_fraction": 0.0, "val_anomalies": 0}
 
-def _one_class(rng, source: Source, params: dict, *, normal_is_target: bool, protocol: str) -> Split:
-    """Shared body of loo/ovr/corruption/semisup: normals vs. anomalous classes, "test" part as test."""
+
+def _one_class(rng, source: Source, params: dict, protocol: str, *, normal_is_target: bool,
+               extra_label: int | None = None) -> Split:
+    """Shared body of loo/ovr/corruption/semisup: normals vs. anomalous classes, "test" part as test.
+    With `p`, p% anomalies join the training set, told `extra_label`."""
     _require_parts(source, protocol, "train", "test")
     target = params["target_class"]
     train_rows = _part_rows(source, "train")
@@ -219,16 +259,25 @@ def _one_class(rng, source: Source, params: dict, *, normal_is_target: bool, pro
     val_anoms, _ = _draw(rng, anomalies, params["val_anomalies"], "validation anomalies")
 
     train = [_subset(normals, 0, 0)]
-    if protocol == "corruption":
-        train.append(_subset(extra, 0, 1))  # hidden contamination: told normal, truly anomalous
-    elif protocol == "semisup":
-        train.append(_subset(extra, 1, 1))
+    if extra_label is not None:
+        train.append(_subset(extra, extra_label, 1))
     test_rows = _part_rows(source, "test")
     test_truth = (test_rows.cls != target) if normal_is_target else (test_rows.cls == target)
     val = _concat([_subset(val_normals, 0, 0), _subset(val_anoms, 1, 1)])
     return Split(train=_concat(train), val=val, test=_subset(test_rows, test_truth, test_truth))
 
 
+@register("loo", layout="per_class", params=_ONE_CLASS)
+def _loo(rng, source: Source, params: dict, secondary: Source | None) -> Split:
+    return _one_class(rng, source, params, "loo", normal_is_target=False)
+
+
+@register("ovr", layout="per_class", params=_ONE_CLASS)
+def _ovr(rng, source: Source, params: dict, secondary: Source | None) -> Split:
+    return _one_class(rng, source, params, "ovr", normal_is_target=True)
+
+
+@register("ood", layout="ood", params={"ratio": 0.2, "val_anomalies": 50, "val_fraction": 0.0})
 def _ood(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     if secondary is None:
         raise ProtocolError("protocol 'ood' needs a secondary dataset (the anomalies); none was given")
@@ -258,19 +307,35 @@ def _ood(rng, source: Source, params: dict, secondary: Source | None) -> Split:
         train=_subset(a_train, 0, 0),
         val=_concat([_subset(val_normals, 0, 0), _subset(val_anoms, 1, 1)]),
         test=_concat([_subset(a_test, 0, 0), _subset(test_anoms, 1, 1)]),
+        info={"secondary": secondary.name},
     )
 
 
-def _tabular(rng, source: Source, params: dict) -> Split:
+@register("corruption", layout="by_p", params=_WITH_P)
+def _corruption(rng, source: Source, params: dict, secondary: Source | None) -> Split:
+    # hidden contamination: told normal, truly anomalous
+    return _one_class(rng, source, params, "corruption", normal_is_target=True, extra_label=0)
+
+
+@register("semisup", layout="by_p", params=_WITH_P)
+def _semisup(rng, source: Source, params: dict, secondary: Source | None) -> Split:
+    return _one_class(rng, source, params, "semisup", normal_is_target=True, extra_label=1)
+
+
+@register("tabular", layout="tabular", params={"train_fraction": 0.5})
+def _tabular(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     _require_parts(source, "tabular", "all")
     rows = _part_rows(source, "all")
     train, test = _draw(rng, rows, _n_of(params["train_fraction"], len(rows)), "training rows")
     train = train.where(train.cls == 0)  # tabular training is unsupervised: drop its anomalies
     test_truth = test.cls == 1
-    return Split(train=_subset(train, 0, 0), val=_empty_subset(), test=_subset(test, test_truth, test_truth))
+    anomaly_ratio = float(np.mean(source.parts["all"][1] == 1)) if len(source) else 0.0
+    return Split(train=_subset(train, 0, 0), val=_empty_subset(), test=_subset(test, test_truth, test_truth),
+                 info={"anomaly_ratio": anomaly_ratio})
 
 
-def _gpnd(rng, source: Source, params: dict) -> Split:
+@register("gpnd", layout="per_class", params={"target_class": REQUIRED, "train_fraction": 0.8})
+def _gpnd(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     target = params["target_class"]
     pooled = _concat_rows([_part_rows(source, part) for part in source.parts])
     normals, anomalies = pooled.where(pooled.cls == target), pooled.where(pooled.cls != target)
@@ -281,24 +346,11 @@ def _gpnd(rng, source: Source, params: dict) -> Split:
 
 
 def make_split(protocol: str, source: Source, *, seed: int, params: dict, secondary: Source | None = None) -> Split:
-    """Build the train/val/test split of `protocol` (see PROTOCOLS) over `source`."""
-    if protocol not in PROTOCOLS:
-        raise ProtocolError(f"unknown protocol {protocol!r}; valid choices: {list(PROTOCOLS)}")
+    """Build the train/val/test split of `protocol` (one of PROTOCOLS) over `source`."""
+    spec = get(protocol)
     if not _is_int(seed) or seed < 0:
         raise ProtocolError(f"seed={seed!r} is invalid; valid values: integers >= 0")
-    full = _normalise(protocol, params, source)
-    rng = _rng(protocol, seed)
-    if protocol in ("loo", "ovr", "corruption", "semisup"):
-        split = _one_class(rng, source, full, normal_is_target=protocol != "loo", protocol=protocol)
-    elif protocol == "ood":
-        split = _ood(rng, source, full, secondary)
-    elif protocol == "tabular":
-        split = _tabular(rng, source, full)
-    else:
-        split = _gpnd(rng, source, full)
-    info = {"protocol": protocol, "params": full, "seed": int(seed)}
-    if protocol == "tabular":
-        info["anomaly_ratio"] = float(np.mean(source.parts["all"][1] == 1)) if len(source) else 0.0
-    if protocol == "ood":
-        info["secondary"] = secondary.name
+    full = spec.normalise(params, source)
+    split = spec.split(_rng(protocol, seed), source, full, secondary)
+    info = {"protocol": protocol, "params": full, "seed": int(seed), **split.info}
     return Split(train=split.train, val=split.val, test=split.test, info=info)

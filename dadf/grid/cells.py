@@ -13,6 +13,7 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dadf.data.pipeline import class_count
 from dadf.provenance import config_hash
 
 Compose = Callable[[list[str]], DictConfig]
@@ -90,6 +91,8 @@ def freeze(cfg: DictConfig, compose: Compose, grid_name: str, axes: dict) -> Dic
         if cell.protocol.secondary.root is None:
             cell.protocol.secondary.root = cell.dataset.root
         cell.protocol.secondary.root = _absolute(cell.protocol.secondary.root)
+        with open_dict(cell):
+            cell.protocol.secondary.num_classes = class_count(cell.protocol.secondary, cfg.shards_dir)
     with open_dict(cell):
         cell.paths = {"runs_dir": _absolute(cfg.runs_dir), "shards_dir": _absolute(cfg.shards_dir)}
         cell.cell = {"grid": grid_name, "id": make_cell_id(cell, axes), "method": cell.method.name,
@@ -232,6 +235,8 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
                     failed[error].append(method)
             if dropped or error is not None:
                 continue
+            with open_dict(cfg):  # from the data (or what its source declares), frozen with the cell
+                cfg.dataset.num_classes = class_count(cfg.dataset, cfg.shards_dir)
             classes = [int(c) for c in user_classes] or _class_list(g.classes, cfg.dataset.num_classes, cfg.protocol)
             for cls, seed in itertools.product(classes, seeds):
                 with open_dict(cfg):

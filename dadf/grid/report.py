@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from dadf.grid import store
-from dadf.grid.aggregate import (BY_P, EXPLAINED, CellRecord, Table, row_average, row_average_std, to_markdown,
-                                 why)
+from dadf.grid.render import to_markdown
+from dadf.grid.table import EXPLAINED, CellRecord, Table, row_average, row_average_std, why
 
 
 def _fmt(x, spec=".3f") -> str:
@@ -73,7 +73,7 @@ def p_series(tables: list[Table], metric: str) -> dict[str, list[tuple[float, fl
     """Per method: (p, row average, std over seeds) of each p row; published averages as '<method> paper' series."""
     series = {}
     for t in tables:
-        if t.layout != BY_P or metric not in t.metrics:
+        if not t.p_rows or metric not in t.metrics:
             continue
         name = t.title.split(": ", 1)[-1].split(",")[0]
         pts = []
@@ -106,14 +106,14 @@ def write_report(grid_dir: Path, grid: str, records: list[CellRecord], tables: l
     lines += ["## Results", ""] + [to_markdown(t) for t in tables]
 
     grid_plots = {}
-    if plots and any(t.layout == BY_P for t in tables):
+    if plots and any(t.p_rows for t in tables):
         from dadf.grid.plots import plot_by_p
 
         for m in metrics:
             series = p_series(tables, m)
             if series:
                 grid_plots[m] = plot_by_p(series, grid_dir / "plots" / f"{m}_vs_p.png", f"{grid}: {m.upper()} vs p")
-    if any(t.layout == BY_P for t in tables):
+    if any(t.p_rows for t in tables):
         lines += ["## AUROC against p", ""]
         lines += ([f"![{m} vs p]({p.relative_to(grid_dir)})" for m, p in grid_plots.items()]
                   or ["(not drawn: run `python jobs/aggregate.py <grid folder> --plots`)"])

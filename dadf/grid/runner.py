@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dadf.atomic import atomic_write
 from dadf.data.pipeline import CellData, prepare_cell_data
 from dadf.eval.metrics import detection_metrics
 from dadf.grid import locks, store
@@ -33,6 +35,7 @@ from dadf.provenance import code_version, config_hash, hardware
 from dadf.train.loop import Schedule, Trainer, effective_precision, make_accelerator, score_distributed, \
     seed_everything
 from dadf.train.preemption import Preempted, PreemptionGuard
+from dadf.train.strategy import make_strategy
 
 class CellBusy(locks.Busy):
     """Another process is running this cell right now."""
@@ -50,14 +53,8 @@ def _world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _strategy(tcfg: DictConfig) -> str:
-    if tcfg.strategy not in ("ddp", "deepspeed"):
-        raise ValueError(f"trainer.strategy={tcfg.strategy!r}; choose ddp or deepspeed")
-    return str(tcfg.strategy)
-
-
-def build(cfg: DictConfig, cell_dir: Path | None = None) -> tuple[Method, CellData, Schedule | None]:
-    """The accelerator, data and method of a cell, as every rank builds them."""
+def build(cfg: DictConfig) -> tuple[Method, CellData, Schedule | None]:
+    """The data and method of a cell (its networks wrapped by trainer.strategy), as every rank builds them."""
     seed_everything(int(cfg.seed))
     if cfg.trainer.num_threads is not None:
         torch.set_num_threads(int(cfg.trainer.num_threads))
@@ -69,13 +66,14 @@ def build(cfg: DictConfig, cell_dir: Path | None = None) -> tuple[Method, CellDa
     info = DataInfo(kind=data.kind, shape=data.shape, n_train=n_train,
                     batch_size=schedule.global_batch if schedule else len(data.train_x),
                     steps_per_epoch=schedule.steps_per_epoch if schedule else 0,
-                    total_steps=schedule.total if schedule else 0,
-                    strategy=_strategy(cfg.trainer), zero_stage=int(cfg.trainer.zero_stage),
-                    micro_batch=schedule.micro if schedule else 1, accumulate=schedule.accumulate if schedule else 1,
-                    precision=str(cfg.trainer.precision), channels_last=bool(cfg.trainer.channels_last))
-    method = cls(cfg.method, info, accelerator, int(cfg.seed))
-    method.workdir = cell_dir
+                    total_steps=schedule.total if schedule else 0)
+    method = cls(cfg.method, info, make_strategy(cfg.trainer, accelerator, schedule), int(cfg.seed))
     return method, data, schedule
+
+
+def write_artifact(cell_dir: Path, relpath: str, write) -> None:
+    """A file the method emitted (``Method.emit``), written into its cell folder."""
+    atomic_write(cell_dir / relpath, write, binary=True)
 
 
 def write_reconstructions(method: Method, data: CellData, cell_dir: Path, n: int = 8) -> None:
@@ -96,17 +94,21 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
     # Preemption signals are caught from the start: one that comes during start-up stops training at its first step
     # boundary, with a checkpoint. One that training did not act on is passed on when training is over.
     with PreemptionGuard() as guard:
-        method, data, schedule = build(cfg, cell_dir)
+        method, data, schedule = build(cfg)
         accelerator = method.accelerator
         normals = data.train_x[data.train_label == 0]
         if method.trainable:
-            trainer = Trainer(cfg.trainer, method, data, schedule, cell_dir, seed=int(cfg.seed), name=cfg.cell.id)
+            trainer = Trainer(cfg.trainer, method, data, schedule, cell_dir, seed=int(cfg.seed), name=cfg.cell.id,
+                              on_artifact=functools.partial(write_artifact, cell_dir))
             outcome = trainer.run(progress, guard)
             steps, selection = outcome.steps, outcome.selection
         else:
             method.fit(normals)
             steps, selection = None, {"rule": "last"}
     method.on_train_end(normals)
+    for relpath, write in method.take_artifacts():
+        if accelerator.is_main_process:
+            write_artifact(cell_dir, relpath, write)
     all_scores = score_distributed(method, data.test_x, int(cfg.trainer.eval_batch_size))
     scores = all_scores.pop("score")
     truth = data.test_truth.numpy()

@@ -269,7 +269,7 @@ def _fits(protocol: str, source, secondary) -> str | None:
     """None when ``protocol`` can split ``source`` at all, else its refusal (parts, secondary dataset...)."""
     from dadf.data import protocols
 
-    spec = protocols._PARAMS[protocol]
+    spec = protocols.get(protocol).params
     params = {k: _NEUTRAL.get(k, default) for k, default in spec.items()}
     try:
         protocols.make_split(protocol, source, seed=0, params=params, secondary=secondary)
@@ -288,10 +288,11 @@ def _protocol_problems(p: dict, d: dict) -> list[str]:
         return [f"protocol={name} is not a protocol: choose one of {', '.join(protocols.PROTOCOLS)}"]
     params = {k: v for k, v in p.items() if k not in ("name", "secondary")}
     source = _stand_in(d)
-    spec = protocols._PARAMS[name]
+    proto = protocols.get(name)
+    spec = proto.params
     out = []
     try:
-        protocols._fill_params(name, params)
+        proto.fill(params)
     except protocols.ProtocolError as e:
         out.append(f"protocol {name}: {e}")
     required = {k: _NEUTRAL.get(k, v) for k, v in spec.items()}
@@ -308,12 +309,12 @@ def _protocol_problems(p: dict, d: dict) -> list[str]:
                            f"class index in 0..{n - 1}")
             continue
         try:
-            protocols._normalise(name, {**required, key: v}, source)
+            proto.normalise({**required, key: v}, source)
         except protocols.ProtocolError as e:
             valid = re.search(r"valid values: (.*)", str(e))
             rule = valid.group(1).replace("integers", "an integer").replace("numbers", "a number") if valid \
                 else f"valid: {e}"
-            eg = f" (e.g. protocol.{key}={_show(spec[key])})" if spec[key] is not protocols._REQUIRED else ""
+            eg = f" (e.g. protocol.{key}={_show(spec[key])})" if spec[key] is not protocols.REQUIRED else ""
             out.append(f"{where} must be {rule}{eg}")
     sec = p.get("secondary")
     secondary = _stand_in(sec) if isinstance(sec, dict) else None

@@ -1,12 +1,26 @@
-"""WGAN-GP critic losses (Gulrajani et al. 2017) with the drift penalty of Karras et al. (2018)."""
+"""WGAN-GP critic losses (Gulrajani et al. 2017), for critics of one input and of a pair, with the drift
+penalty of Karras et al. (2018)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 
+def _between(a: torch.Tensor, b: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """eps * a + (1 - eps) * b, one eps per row."""
+    eps = eps.reshape(-1, *([1] * (a.dim() - 1)))
+    return eps * a + (1 - eps) * b
+
+
+def _unit_gradient_penalty(out: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over rows of (||grad out||_2 - 1)^2, the gradient taken w.r.t. all of ``inputs`` at once."""
+    grads = torch.autograd.grad(out.sum(), inputs, create_graph=True)
+    return (torch.cat([g.flatten(1) for g in grads], dim=1).norm(dim=1) - 1).pow(2).mean()
+
+
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
-    """mean over the batch of (||grad_x critic(x_hat)||_2 - 1)^2 at x_hat = eps * real + (1 - eps) * fake.
+    """WGAN-GP of a critic of one input: mean over the batch of (||grad_x critic(x_hat)||_2 - 1)^2 at
+    x_hat = eps * real + (1 - eps) * fake.
 
     ``eps`` (one value per row, shape (N,)) is drawn uniformly when not given; pass it to make the penalty
     reproducible across processes (e.g. from ``Method.noise``). The graph is kept, so the penalty trains the critic.
@@ -15,11 +29,19 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.
         raise ValueError(f"gradient_penalty: real {tuple(real.shape)} and fake {tuple(fake.shape)} differ in shape")
     if eps is None:
         eps = torch.rand(len(real), device=real.device)
-    eps = eps.to(real.dtype).reshape(-1, *([1] * (real.dim() - 1)))
-    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    out = critic(x_hat)
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    x_hat = _between(real.detach(), fake.detach(), eps.to(real.dtype)).requires_grad_(True)
+    return _unit_gradient_penalty(critic(x_hat), [x_hat])
+
+
+def pair_gradient_penalty(critic, x: torch.Tensor, y_real: torch.Tensor, y_fake: torch.Tensor,
+                          eps: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP of a pair critic D(x, y) (AMA, simplex AE): (||grad_(x, y) D(x, y)||_2 - 1)^2, gradient w.r.t. both
+    inputs, at y = eps * y_real + (1 - eps) * y_fake (``eps`` one value per row, shape (N,))."""
+    y0 = _between(y_real, y_fake, eps).detach().requires_grad_(True)
+    x0 = x.detach().requires_grad_(True)
+    # Non-leaf inputs: torch.utils.flop_counter (the benchmark) cannot hook autograd.grad on leaves.
+    xx, y = x0 * 1, y0 * 1
+    return _unit_gradient_penalty(critic(xx, y), [xx, y])
 
 
 def critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor, penalty: torch.Tensor, gp_weight: float = 10.0,

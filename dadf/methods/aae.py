@@ -15,7 +15,8 @@ from torch import nn
 
 from dadf.methods.base import TorchMethod, method_params
 from dadf.methods.registry import register
-from dadf.nets.baseline import decoder, encoder, mlp
+from dadf.nets.baseline import decoder, encoder
+from dadf.nets.layers import leaky_relu, mlp
 
 
 @dataclasses.dataclass
@@ -40,14 +41,14 @@ class _AE(nn.Module):
 
 @register("aae")
 class AdversarialAutoencoder(TorchMethod):
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         p = self.params = method_params(cfg, AAEParams)
         betas = tuple(p.betas)
         ae = _AE(encoder(info.shape, p.width, p.latent_dim),
                  decoder(info.shape, p.width, p.latent_dim, image=info.kind == "image"))
         self.ae = self.add("ae", ae, lambda ps: torch.optim.Adam(ps, lr=p.lr, betas=betas))
-        self.critic = self.add("critic", mlp([p.latent_dim, 4 * p.width, 4 * p.width, 1]),
+        self.critic = self.add("critic", mlp([p.latent_dim, 4 * p.width, 4 * p.width, 1], act=leaky_relu),
                                lambda ps: torch.optim.Adam(ps, lr=p.critic_lr, betas=betas))
 
     def train_step(self, batch, step):

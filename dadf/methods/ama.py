@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
 import torch
-from torch import nn
 
+from dadf.losses.gan import pair_gradient_penalty
+from dadf.losses.simplex import partner_indices, simplex_weights
 from dadf.methods.base import TorchMethod, method_params
 from dadf.methods.registry import register
+from dadf.nets.encoder_generator import EncoderGenerator
 from dadf.nets.gan import build_autoencoder_gan
 
 ATYPICAL_MODES = ("shell", "scale", "sipple", "none")
@@ -91,25 +92,7 @@ class AMAParams:
         self.lr_milestones = tuple(self.lr_milestones)
 
 
-# ----------------------------------------------------------------------------------- shared maths (tested)
-def simplex_weights(u: torch.Tensor, k: int, *, two_point_paper: bool = False) -> torch.Tensor:
-    """Weights (N, k) on the simplex from uniforms ``u`` (N, k) in [0, 1): α_i ~ U(0, 0.5) normalised by their
-    sum (AMA). ``two_point_paper``: k = 2 as the simplex paper writes it, (α, 1 − α) with α ~ U(0, 0.5)."""
-    if two_point_paper and k == 2:
-        a = 0.5 * u[:, :1]
-        return torch.cat([a, 1 - a], dim=1)
-    a = 0.5 * u[:, :k] + 1e-6  # U(0, 0.5]; the epsilon keeps the sum away from 0
-    return a / a.sum(1, keepdim=True)
-
-
-def partner_indices(noise: torch.Tensor) -> torch.Tensor:
-    """(N, k) row indices: column 0 is the row itself, the others random permutations of the rows (one per column
-    of ``noise`` (N, k-1)): each row is interpolated with k-1 random other rows of its batch."""
-    n = noise.shape[0]
-    cols = [torch.arange(n, device=noise.device)] + [noise[:, j].argsort() for j in range(noise.shape[1])]
-    return torch.stack(cols, dim=1)
-
-
+# -------------------------------------------------------------------------------------- AMA's maths (tested)
 def atypical_codes(e: torch.Tensor, u: torch.Tensor, mode: str, direction: str, delta: float,
                    half_width: float = 1.0) -> torch.Tensor:
     """Synthetic negative codes from normal codes ``e`` (N, d) and uniforms ``u`` (N, d) in [0, 1).
@@ -141,20 +124,6 @@ def wmean(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (v * w).sum() / w.sum().clamp_min(1.0)
 
 
-def gradient_penalty(critic, x: torch.Tensor, y_real: torch.Tensor, y_fake: torch.Tensor,
-                     u: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al.) on pairs: ‖∇_{(x, y)} D(x, y)‖ at y between y_real and y_fake should be 1."""
-    shape = (len(x),) + (1,) * (x.dim() - 1)
-    y0 = (u.view(shape) * y_real + (1 - u.view(shape)) * y_fake).detach().requires_grad_(True)
-    x0 = x.detach().requires_grad_(True)
-    # Non-leaf inputs: torch.utils.flop_counter (the benchmark) cannot hook autograd.grad on leaves.
-    xx, y = x0 * 1, y0 * 1
-    out = critic(xx, y)
-    gx, gy = torch.autograd.grad(out.sum(), [xx, y], create_graph=True)
-    norm = torch.cat([gx.flatten(1), gy.flatten(1)], dim=1).norm(dim=1)
-    return (norm - 1).pow(2).mean()
-
-
 def fit_gaussian(r: torch.Tensor) -> tuple[float, float]:
     """MLE normal fit (mean, std) of R-scores."""
     r = r.double()
@@ -166,43 +135,12 @@ def neg_log_density(r: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return 0.5 * ((r.double() - mean) / std).pow(2) + math.log(std) + 0.5 * math.log(2 * math.pi)
 
 
-class EncoderGenerator(nn.Module):
-    """E and G in one module, so one DDP wrapper and one forward produce every fake of a step."""
-
-    def __init__(self, encoder: nn.Module, generator: nn.Module):
-        super().__init__()
-        self.encoder, self.generator = encoder, generator
-
-    def forward(self, x, mix_idx=None, mix_w=None, neg_fn=None, x_mix=None):
-        """Returns {"e", "x_hat"} and, when asked, "x_inter" (codes mixed by ``mix_idx``/``mix_w``, or the
-        reconstruction of the image-space mix ``x_mix``) and "x_neg" (G of ``neg_fn(e.detach())``)."""
-        n = len(x)
-        e_all = self.encoder(x if x_mix is None else torch.cat([x, x_mix]))
-        e = e_all[:n]
-        codes, out = [e], {"e": e}
-        if x_mix is not None:
-            codes.append(e_all[n:])
-        elif mix_idx is not None:
-            codes.append((e[mix_idx] * mix_w.unsqueeze(-1)).sum(1))
-        if neg_fn is not None:
-            codes.append(neg_fn(e.detach()))
-        y = self.generator(torch.cat(codes))  # one generator pass for every code of the step
-        out["x_hat"] = y[:n]
-        i = n
-        if len(codes) > 1 and (x_mix is not None or mix_idx is not None):
-            out["x_inter"] = y[i : i + n]
-            i += n
-        if neg_fn is not None:
-            out["x_neg"] = y[i:]
-        return out
-
-
 @register("ama")
 class AMA(TorchMethod):
     uses_labelled_anomalies = True  # semisup: real anomalies are negatives; other protocols give only normals
 
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         p = self.params = method_params(cfg, AMAParams)
         nets = build_autoencoder_gan(info.shape, info.kind, arch=p.arch, z_dim=p.z_dim, sn=False)
         self.arch, self.z_dim = nets.arch, nets.z_dim
@@ -311,7 +249,7 @@ class AMA(TorchMethod):
         neg_mask = (batch["label"] == 1).float() if "label" in batch else None
         normal = 1 - neg_mask if neg_mask is not None else torch.ones(n, device=x.device)
         synthetic = (p.atypical_mode != "none" and step >= self.atypical_start and not self.has_real_negatives)
-        rows = negative_rows(self.batch_lo, n, p.atypical_fraction) if synthetic else []
+        rows = negative_rows(self.step_context.batch_lo, n, p.atypical_fraction) if synthetic else []
         if rows:
             normal = normal.clone()
             normal[rows] = 0
@@ -330,7 +268,7 @@ class AMA(TorchMethod):
                                      ctx["neg_mask"])
         loss = -obj
         if self.use_gp:
-            gp = gradient_penalty(critic, x, x, fakes["x_hat"], self.noise(len(x), kind="uniform"))
+            gp = pair_gradient_penalty(critic, x, x, fakes["x_hat"], self.noise(len(x), kind="uniform"))
             loss = loss + p.gp_weight * gp
             terms["gp"] = gp
         return loss, terms
@@ -367,7 +305,7 @@ class AMA(TorchMethod):
         with self.frozen("critic") as critic:
             loss_eg, reg = self.eg_loss(ctx, out, critic)
         self.update("eg", loss_eg)
-        if self.micro == self.accumulate - 1:
+        if self.step_context.last_micro:
             for s in self.scheds.values():
                 s.step()
         return {"eg": loss_eg.detach(), "reg": reg.detach(), **logs}

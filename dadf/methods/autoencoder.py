@@ -21,8 +21,8 @@ class AEParams:
 
 @register("ae")
 class Autoencoder(TorchMethod):
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         p = self.params = method_params(cfg, AEParams)
         net = nn.Sequential(encoder(info.shape, p.width, p.latent_dim),
                             decoder(info.shape, p.width, p.latent_dim, image=info.kind == "image"))

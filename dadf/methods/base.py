@@ -5,12 +5,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pickle
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+from dadf.methods.interface import SingleProcess, StepContext, Strategy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,13 +28,6 @@ class DataInfo:
     batch_size: int = 64  # global batch per optimiser step (all ranks and micro-batches together)
     steps_per_epoch: int = 1  # ceil(n_train / batch_size)
     total_steps: int = 1  # the trainer's step budget (trainer.steps, or epochs x steps_per_epoch)
-    # How the networks are wrapped (set from the trainer config): ddp (Accelerate) or deepspeed (one engine each).
-    strategy: str = "ddp"
-    zero_stage: int = 0
-    micro_batch: int = 64  # rows per process per micro-batch
-    accumulate: int = 1
-    precision: str = "fp32"
-    channels_last: bool = False  # networks (and the trainer's image batches) in channels_last memory format
 
 
 def method_params(cfg: DictConfig, defaults: type) -> object:
@@ -49,18 +47,20 @@ class Method:
     trainable = True
     uses_labelled_anomalies = False  # False: rows labelled anomalous (semisup) are dropped from its training set
 
-    def __init__(self, cfg: DictConfig, info: DataInfo, accelerator: Accelerator, seed: int):
-        self.cfg, self.info, self.accelerator, self.seed = cfg, info, accelerator, seed
+    def __init__(self, cfg: DictConfig, info: DataInfo, strategy: Strategy | Accelerator, seed: int):
+        """``strategy`` wraps and updates the networks (dadf/train/strategy.py builds it from the trainer config);
+        a bare Accelerator (unit tests) means one process."""
+        self.cfg, self.info, self.seed = cfg, info, seed
+        self.strategy = strategy if isinstance(strategy, Strategy) else SingleProcess(strategy)
+        self.accelerator = self.strategy.accelerator
+        self._artifacts: list[tuple[str, Callable[[BinaryIO], None]]] = []
 
-    workdir = None  # the cell's folder (a Path) while the trainer runs it; None in unit tests
-    # Where this process's micro-batch lies in the step's global batch (set by the trainer through begin_micro).
-    micro, step, batch_lo, global_batch = 0, 0, 0, None
+    step_context = StepContext()  # the current micro-batch's place in its step, from ``begin``
     _noise_calls = 0
 
-    def begin_micro(self, micro: int, step: int, lo: int, global_batch: int) -> None:
-        """Called by the trainer before each ``train_step``: micro-batch ``micro`` of step ``step``, whose rows
-        are ``[lo, lo + len(batch))`` of a global batch of ``global_batch`` rows."""
-        self.micro, self.step, self.batch_lo, self.global_batch = micro, step, lo, global_batch
+    def begin(self, ctx: StepContext) -> None:
+        """Called by the trainer before each ``train_step`` with that micro-batch's context."""
+        self.step_context = ctx
         self._noise_calls = 0
 
     def noise(self, n: int, *dims: int, kind: str = "normal") -> torch.Tensor:
@@ -70,9 +70,10 @@ class Method:
         processes, with or without accumulation, sees the same noise for the same sample: results do not depend
         on the number of processes. Outside the trainer (global_batch None) it draws ``n`` rows.
         """
-        total = self.global_batch or n
-        lo = self.batch_lo if self.global_batch else 0
-        seed = int(np.random.SeedSequence([self.seed, self.step, self._noise_calls]).generate_state(1)[0])
+        ctx = self.step_context
+        total = ctx.global_batch or n
+        lo = ctx.batch_lo if ctx.global_batch else 0
+        seed = int(np.random.SeedSequence([self.seed, ctx.step, self._noise_calls]).generate_state(1)[0])
         self._noise_calls += 1
         g = torch.Generator().manual_seed(seed)
         draw = torch.randn if kind == "normal" else torch.rand
@@ -89,6 +90,20 @@ class Method:
     def on_train_end(self, train_x: torch.Tensor) -> None:
         """Called once after the last step (and after a resume that finds training finished), before scoring,
         with all normal training rows: fit score statistics here (e.g. AMA's Gaussian on R-scores)."""
+
+    def emit(self, relpath: str, write: Callable[[BinaryIO], None]) -> None:
+        """Hand over a file for the cell folder (a method writes no files itself): ``write(f)`` fills it at
+        ``relpath`` under the cell, on the main process only, after the current step or after ``on_train_end``.
+        It runs later: take now whatever it writes that may change meanwhile."""
+        path = PurePosixPath(relpath)
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"artifact {relpath!r} must lie inside the cell folder: a relative path without '..'")
+        self._artifacts.append((relpath, write))
+
+    def take_artifacts(self) -> list[tuple[str, Callable[[BinaryIO], None]]]:
+        """The files emitted since the last call, in order (every rank takes them; the main one writes them)."""
+        taken, self._artifacts = self._artifacts, []
+        return taken
 
     def selection_scores(self, val_x: torch.Tensor) -> dict[str, float]:
         """Extra model-selection criteria on the validation normals (lower is better), e.g. a feature loss;
@@ -117,72 +132,42 @@ class Method:
 
 
 class TorchMethod(Method):
-    """A method made of networks and optimisers, each prepared by Accelerate (DDP across processes).
+    """A method made of networks and optimisers, each wrapped by the strategy (DDP or a DeepSpeed engine).
 
-    ``update(name, loss)`` is the only way a method changes a network: it runs the backward pass through
-    Accelerate (loss scaling under fp16), counts fp16 steps the scaler skipped, and implements gradient
-    accumulation over ``accumulate`` consecutive ``train_step`` calls for every network alike.
+    ``update(name, loss)`` is the only way a method changes a network: the strategy runs the backward pass (loss
+    scaling under fp16) and accumulates gradients over the step's micro-batches for every network alike; the
+    method counts the fp16 steps a loss scaler skipped.
     """
 
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         self.nets: dict[str, nn.Module] = {}
         self.opts: dict[str, torch.optim.Optimizer] = {}
         self.scheds: dict[str, object] = {}
         self.skipped_steps: dict[str, int] = {}
-        self.accumulate = 1  # micro-batches per optimiser step (trainer.accumulate), set by the trainer
         self._updated: set[str] = set()
 
     def add(self, name: str, net: nn.Module, opt_factory, sched_factory=None, *, broadcast_buffers: bool = True,
             find_unused_parameters: bool = False) -> nn.Module:
         """Register a network, its optimiser (built from its parameters) and optionally an LR scheduler (built
-        from the optimiser; the method steps it), prepared for the device and wrapped for DDP.
+        from the optimiser; the method steps it), placed on the device and wrapped by the strategy.
 
         A critic that sees two batches before one backward (real and fake) must use ``broadcast_buffers=False``
         or have no BatchNorm: DDP rewrites buffers in place at each forward otherwise.
         """
-        from accelerate.utils import DistributedDataParallelKwargs
-
-        net = net.to(self.accelerator.device)
-        if self.info.channels_last:
-            net = net.to(memory_format=torch.channels_last)
+        net = self.strategy.place(net)
         opt = opt_factory(net.parameters())
-        if self.info.strategy == "deepspeed":
-            return self._add_engine(name, net, opt, sched_factory)
-        saved = self.accelerator.ddp_handler
-        # Accelerate takes DDP options from one accelerator-wide handler; give each network its own.
-        self.accelerator.ddp_handler = DistributedDataParallelKwargs(
-            broadcast_buffers=broadcast_buffers, find_unused_parameters=find_unused_parameters)
-        try:
-            net, opt = self.accelerator.prepare(net, opt)
-        finally:
-            self.accelerator.ddp_handler = saved
-        self.nets[name], self.opts[name] = net, opt
+        self.nets[name], self.opts[name] = self.strategy.wrap(
+            net, opt, broadcast_buffers=broadcast_buffers, find_unused_parameters=find_unused_parameters)
         self.skipped_steps[name] = 0
         if sched_factory is not None:
-            # Not prepared: Accelerate would step it once per process; a method's schedule counts its own steps.
-            self.scheds[name] = sched_factory(opt.optimizer if hasattr(opt, "optimizer") else opt)
-        return net
-
-    def _add_engine(self, name, net, opt, sched_factory):
-        from dadf.train import deepspeed_engine
-
-        i = self.info
-        engine, ds_opt = deepspeed_engine.initialize(
-            net, opt, deepspeed_engine.config(i.micro_batch, i.accumulate, self.accelerator.num_processes,
-                                              i.precision, i.zero_stage))
-        self.nets[name], self.opts[name] = engine, ds_opt
-        self.skipped_steps[name] = 0
-        if sched_factory is not None:
+            # On the bare optimiser: Accelerate would step a prepared one once per process; a method's schedule
+            # counts its own steps.
             self.scheds[name] = sched_factory(opt)
-        return engine
-
-    @property
-    def uses_engines(self) -> bool:
-        return self.info.strategy == "deepspeed"
+        return self.nets[name]
 
     def _module(self, net):
-        return net.module if self.uses_engines else self.accelerator.unwrap_model(net)
+        return self.strategy.module(net)
 
     @contextlib.contextmanager
     def evaluating(self):
@@ -211,44 +196,20 @@ class TorchMethod(Method):
             for p, f in zip(module.parameters(), flags):
                 p.requires_grad_(f)
 
-    def begin_micro(self, micro: int, step: int, lo: int, global_batch: int) -> None:
-        super().begin_micro(micro, step, lo, global_batch)
+    def begin(self, ctx: StepContext) -> None:
+        super().begin(ctx)
         self._updated.clear()
 
     def update(self, name: str, loss: torch.Tensor) -> None:
-        net, opt = self.nets[name], self.opts[name]
-        if self.uses_engines:
-            if self.accumulate > 1 and name in self._updated:
-                raise RuntimeError(f"network {name!r} is updated twice in one train_step, which gradient "
-                                   f"accumulation cannot split; use trainer.accumulate=1 for method {self.name!r}")
+        """Backward of ``loss`` into network ``name``; its optimiser steps with the step's last micro-batch."""
+        if self.step_context.accumulate > 1:
+            if name in self._updated:
+                raise RuntimeError(
+                    f"network {name!r} is updated twice in one train_step, which gradient accumulation cannot "
+                    f"split; use trainer.accumulate=1 for method {self.name!r} (raise the batch size instead)")
             self._updated.add(name)
-            net.backward(loss)  # the engine scales by 1/accumulate and all-reduces at the boundary
-            net.step()  # applies the update only at the accumulation boundary
-            self.skipped_steps[name] = int(net.skipped_steps)
-            return
-        if self.accumulate == 1:
-            opt.zero_grad(set_to_none=True)
-            self.accelerator.backward(loss)
-            opt.step()
-            if opt.step_was_skipped:  # fp16 overflow: the scaler lowered its scale and skipped this step
-                self.skipped_steps[name] += 1
-            return
-        if name in self._updated:
-            raise RuntimeError(
-                f"network {name!r} is updated twice in one train_step, which gradient accumulation cannot "
-                f"split; use trainer.accumulate=1 for method {self.name!r} (raise the batch size instead)")
-        self._updated.add(name)
-        last = self.micro == self.accumulate - 1
-        if self.micro == 0:
-            opt.zero_grad(set_to_none=True)
-        # Only the last micro-batch all-reduces gradients across ranks; the others accumulate locally.
-        ctx = contextlib.nullcontext() if last else self.accelerator.no_sync(net)
-        with ctx:
-            self.accelerator.backward(loss / self.accumulate)
-        if last:
-            opt.step()
-            if opt.step_was_skipped:
-                self.skipped_steps[name] += 1
+        if self.strategy.update(self.nets[name], self.opts[name], loss, self.step_context):
+            self.skipped_steps[name] += 1
 
     def extra_state(self) -> dict:
         """Method state beyond networks and optimisers (e.g. a phase, a fitted centre); saved in checkpoints."""
@@ -257,25 +218,13 @@ class TorchMethod(Method):
     def load_extra_state(self, state: dict) -> None:
         pass
 
-    def _optimizer_states(self) -> dict:
-        if not self.uses_engines or self.info.zero_stage == 0:
-            return {k: o.state_dict() for k, o in self.opts.items()}
-        # ZeRO 1-2 partition optimiser state over ranks: gather every rank's part (a collective on all ranks).
-        out = {}
-        for k, o in self.opts.items():
-            parts = [None] * self.accelerator.num_processes
-            torch.distributed.all_gather_object(parts, o.state_dict())
-            out[k] = parts
-        return out
-
     def state_dict(self) -> dict:
         """Everything a resume needs. Under ZeRO 1-2 this is a collective: call it on every rank."""
-        scaler = self.accelerator.scaler
         return {
             "nets": {k: self._module(n).state_dict() for k, n in self.nets.items()},
-            "opts": self._optimizer_states(),
+            "opts": {k: self.strategy.optimizer_state(o) for k, o in self.opts.items()},
             "scheds": {k: s.state_dict() for k, s in self.scheds.items()},
-            "scaler": scaler.state_dict() if scaler is not None else None,
+            "scaler": self.strategy.state_dict(),
             "skipped_steps": dict(self.skipped_steps),
             "extra": self.extra_state(),
         }
@@ -284,15 +233,10 @@ class TorchMethod(Method):
         for k, n in self.nets.items():
             self._module(n).load_state_dict(state["nets"][k])
         for k, o in self.opts.items():
-            saved = state["opts"][k]
-            if isinstance(saved, list) and len(saved) != self.accelerator.num_processes:
-                raise RuntimeError(f"the checkpoint's ZeRO optimiser state of {k!r} is split over {len(saved)} "
-                                   f"ranks, this run has {self.accelerator.num_processes}; resume on as many ranks")
-            o.load_state_dict(saved)
+            self.strategy.load_optimizer_state(k, o, state["opts"][k])
         for k, s in self.scheds.items():
             s.load_state_dict(state["scheds"][k])
-        if state.get("scaler") is not None and self.accelerator.scaler is not None:
-            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self.strategy.load_state_dict(state.get("scaler"))
         self.skipped_steps.update(state.get("skipped_steps", {}))
         self.load_extra_state(state["extra"])
 
@@ -302,8 +246,8 @@ class ShallowMethod(Method):
 
     trainable = False
 
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         self.pca = None
         self.model = None
 

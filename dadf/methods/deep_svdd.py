@@ -20,12 +20,12 @@ class SVDDParams:
 
 @register("deep_svdd")
 class DeepSVDD(TorchMethod):
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         p = self.params = method_params(cfg, SVDDParams)
         net = encoder(info.shape, p.width, p.latent_dim, bias=False)
         self.phi = self.add("phi", net, lambda ps: torch.optim.Adam(ps, lr=p.lr, weight_decay=p.weight_decay))
-        self.c = torch.zeros(p.latent_dim, device=accelerator.device)
+        self.c = torch.zeros(p.latent_dim, device=self.accelerator.device)
 
     def on_train_start(self, train_x):
         # The centre is the mean initial code of the normals, pushed away from 0 per coordinate: a coordinate of c

@@ -12,11 +12,13 @@ The paper's tasks are phases of one cell, chosen by the global step (``planned_s
 Score, eq. (8): AS(x) = J(x) + lambda fD(G', delta_x), fD(G', delta_x) = E_z log C(G'(z)) + log(1 - C(x)): the
 variational divergence with G' as P and the Dirac at x as Q under C's (GAN, Jensen-Shannon type) conjugate; it is
 high where C finds x unlike the data. ``score=task1|task3`` are the ablations (the model stopped after that task).
-A finished task is kept in ``<cell>/tasks/task<k>.pt``; ``from_task=<that file>`` starts a new cell after it.
+A finished task is handed over as ``tasks/task<k>.pt`` (Method.emit; the runner writes it into the cell folder);
+``from_task=<that file>`` starts a new cell after it.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from pathlib import Path
 
@@ -24,10 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dadf.atomic import atomic_write
 from dadf.methods.base import TorchMethod, method_params
 from dadf.methods.registry import register
-from dadf.nets.omasgan import NetSpec, build_critic, build_generator, pick_arch
+from dadf.nets.omasgan import NetSpec, build_critic, build_generator, pick_omasgan_arch
 
 PHASES = ("task1", "task2", "task3", "task3j")
 NETS_OF = {"task1": ("G", "D"), "task2": ("B", "Db"), "task3": ("Gp", "C"), "task3j": ("J",)}
@@ -174,17 +175,13 @@ class OmasganParams:
             raise ValueError(f"omasgan: delta={self.delta} must lie in [0, 1]")
 
 
-def _atomic_save(obj, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
-
-
 @register("omasgan")
 class OMASGAN(TorchMethod):
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         p = self.params = method_params(cfg, OmasganParams)
-        self.spec = NetSpec(pick_arch(info.shape, info.kind, p.arch), p.z_dim, tuple(info.shape), p.spectral_norm,
-                            p.hidden, info.kind)
+        self.spec = NetSpec(pick_omasgan_arch(info.shape, info.kind, p.arch), p.z_dim, tuple(info.shape),
+                            p.spectral_norm, p.hidden, info.kind)
         self.start_task = self._read_start(p.from_task)
         last = PHASES.index(LAST_PHASE[p.score])
         self.phases = [ph for ph in PHASES[: last + 1] if PHASES.index(ph) > self._start_index()]
@@ -254,7 +251,7 @@ class OMASGAN(TorchMethod):
         """At a phase's first step: keep the finished task and initialise this task's networks."""
         i = [b[0] for b in self.bounds].index(phase)
         if i > 0:
-            self.save_task(self.bounds[i - 1][0])
+            self.emit_task(self.bounds[i - 1][0])
         if phase == "task2":
             self._copy("B", "G")
             self._copy("Db", "D")
@@ -262,13 +259,14 @@ class OMASGAN(TorchMethod):
             self._copy("Gp", "G")
             self._copy("C", "D")
 
-    def save_task(self, phase: str) -> None:
-        if self.workdir is None or not self.accelerator.is_main_process:
-            return
+    def emit_task(self, phase: str) -> None:
+        """Hands over ``tasks/<phase>.pt``: the networks of every task up to ``phase``, for ``from_task``."""
         upto = PHASES[: PHASES.index(phase) + 1]
         nets = {n: self._module_of(n).state_dict() for ph in upto for n in NETS_OF[ph]}
-        _atomic_save({"task": phase, "nets": nets, "spec": dataclasses.asdict(self.spec),
-                      "params": dataclasses.asdict(self.params)}, Path(self.workdir) / "tasks" / f"{phase}.pt")
+        blob = io.BytesIO()  # serialised now, as the networks are at this step
+        torch.save({"task": phase, "nets": nets, "spec": dataclasses.asdict(self.spec),
+                    "params": dataclasses.asdict(self.params)}, blob)
+        self.emit(f"tasks/{phase}.pt", lambda f: f.write(blob.getvalue()))
 
     def on_train_start(self, train_x):
         if self.start_task is None:
@@ -282,7 +280,7 @@ class OMASGAN(TorchMethod):
 
     def _shared_z(self, n: int, tag: int) -> torch.Tensor:
         """n latent rows, the same on every process (the Q-sample bank of eq. 4; the score's constants)."""
-        s = int(np.random.SeedSequence([self.seed, self.step, 7919, tag]).generate_state(1)[0])
+        s = int(np.random.SeedSequence([self.seed, self.step_context.step, 7919, tag]).generate_state(1)[0])
         return torch.randn(n, self.params.z_dim, generator=torch.Generator().manual_seed(s)).to(
             self.accelerator.device)
 
@@ -299,8 +297,8 @@ class OMASGAN(TorchMethod):
 
     # -- training -----------------------------------------------------------------------------------------
     def train_step(self, batch, step):
-        if self.global_batch is None:  # outside the trainer (unit tests): begin_micro did not set the step
-            self.step = step
+        if self.step_context.global_batch is None:  # outside the trainer (unit tests): no begin() set the step
+            self.step_context = dataclasses.replace(self.step_context, step=step)
         phase, first = self.phase_at(step)
         if step == first:  # a phase given 0 steps still initialises its networks (and is kept as a task file)
             for ph, lo, _ in self.bounds:
@@ -367,8 +365,9 @@ class OMASGAN(TorchMethod):
     # -- scoring ------------------------------------------------------------------------------------------
     def on_train_end(self, train_x):
         if self.bounds:
-            self.save_task(self.bounds[-1][0])
-        self.step = 0  # the score's constants come from a fixed bank of z, the same at every call
+            self.emit_task(self.bounds[-1][0])
+        # The score's constants come from a fixed bank of z, the same at every call.
+        self.step_context = dataclasses.replace(self.step_context, step=0)
         with self.evaluating():
             z = self._shared_z(1024, 1)
             v = self._module_of("D")(self._sample("G", z))
@@ -377,9 +376,8 @@ class OMASGAN(TorchMethod):
             else:
                 self.constants["task1"] = float(activation(self.params.divergence, v).mean())
             self.constants["task3"] = float(-F.softplus(-self._module_of("C")(self._sample("Gp", z))).mean())
-        if self.params.plot and self.workdir is not None and self.accelerator.is_main_process \
-                and tuple(self.info.shape) == (2,):
-            self.plot_boundary(train_x, Path(self.workdir) / "boundary.png")
+        if self.params.plot and tuple(self.info.shape) == (2,):
+            self.emit("boundary.png", self.plot_boundary(train_x))
 
     def fd_task1(self, x):
         """fD(G, delta_x) with Task 1's critic D: E_z g_f(D(G(z))) - f*(g_f(D(x))) (klwgan: ... - D(x))."""
@@ -413,24 +411,29 @@ class OMASGAN(TorchMethod):
     def boundary_samples(self, n: int = 512) -> torch.Tensor:
         return self._sample("B", self._shared_z(n, 2))
 
-    def plot_boundary(self, train_x: torch.Tensor, path: Path) -> None:
-        """The paper's Figure 3: the data (blue), G(z) (grey) and the boundary samples B(z) (green)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    def plot_boundary(self, train_x: torch.Tensor):
+        """The paper's Figure 3: the data (blue), G(z) (grey) and the boundary samples B(z) (green). Returns the
+        PNG's writer: the samples are taken now, the figure is drawn only where the file is written."""
         x = train_x[:2000].cpu().numpy()
         g = self._sample("G", self._shared_z(512, 3)).cpu().numpy()
         b = self.boundary_samples().cpu().numpy()
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.scatter(x[:, 0], x[:, 1], s=3, c="tab:blue", label="data x")
-        ax.scatter(g[:, 0], g[:, 1], s=3, c="grey", alpha=0.5, label="G(z)")
-        ax.scatter(b[:, 0], b[:, 1], s=4, c="tab:green", label="B(z)")
-        ax.legend(loc="upper right")
-        ax.set_title("OMASGAN Task 2: boundary samples")
-        atomic_write(path, lambda f: fig.savefig(f, dpi=100, format="png"), binary=True)
-        plt.close(fig)
+
+        def write(f):
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(5, 5))
+            ax.scatter(x[:, 0], x[:, 1], s=3, c="tab:blue", label="data x")
+            ax.scatter(g[:, 0], g[:, 1], s=3, c="grey", alpha=0.5, label="G(z)")
+            ax.scatter(b[:, 0], b[:, 1], s=4, c="tab:green", label="B(z)")
+            ax.legend(loc="upper right")
+            ax.set_title("OMASGAN Task 2: boundary samples")
+            fig.savefig(f, dpi=100, format="png")
+            plt.close(fig)
+
+        return write
 
     def extra_state(self):
         return {"bounds": list(self.bounds), "start_task": self.start_task}

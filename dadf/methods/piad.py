@@ -18,7 +18,8 @@ from dadf.losses.perceptual import PerceptualLoss, VGGFeatures, channel_stats, l
 from dadf.losses.weighting import GradNormWeights, WeightPolicyParams, gradient_sizes, weight_tensors
 from dadf.methods.base import TorchMethod, method_params
 from dadf.methods.registry import register
-from dadf.nets.piad import EncoderGenerator, ImageCritic, LatentCritic, widths_for
+from dadf.nets.encoder_generator import EncoderGenerator
+from dadf.nets.piad import Encoder, Generator, ImageCritic, LatentCritic, widths_for
 
 
 @dataclasses.dataclass
@@ -59,8 +60,8 @@ LOSS_KEYS = ("dx_loss", "dx_gp", "dz_loss", "dz_gp", "rec", "adv_g", "adv_e", "g
 class PIAD(TorchMethod):
     _last = None  # the latest value of every loss, for the trainer's log (see train_step)
 
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         p = self.params = method_params(cfg, PIADParams)
         if info.kind != "image" or len(info.shape) != 3 or info.shape[1] != info.shape[2]:
             raise ValueError(f"piad needs square images (C, S, S), got {info.kind} data of shape {info.shape}")
@@ -69,11 +70,11 @@ class PIAD(TorchMethod):
         torch.manual_seed(seed)
         gen_opt = lambda ps: torch.optim.Adam(ps, lr=p.lr_gen, betas=p.betas)  # noqa: E731
         critic_opt = lambda ps: torch.optim.Adam(ps, lr=p.lr_critic, betas=p.betas)  # noqa: E731
-        self.eg = self.add("eg", EncoderGenerator(c, size, w), gen_opt)
+        self.eg = self.add("eg", EncoderGenerator(Encoder(c, size, w), Generator(c, size, w)), gen_opt)
         self.dx = self.add("dx", WGANCritic(ImageCritic(c, size, w)), critic_opt)
         self.dz = self.add("dz", WGANCritic(LatentCritic(w)), critic_opt)
         features = None if p.rec_loss == "l2" else VGGFeatures(p.vgg_weights, p.vgg_download, seed)
-        self.rec = PerceptualLoss(p.rec_loss, features).to(accelerator.device)
+        self.rec = PerceptualLoss(p.rec_loss, features).to(self.accelerator.device)
         if p.vgg_stats not in ("train", "none") and p.rec_loss != "l2":
             self.rec.set_stats(*load_stats(p.vgg_stats))
         self.policy = GradNormWeights(WeightPolicyParams(p.weight_period, p.weight_history, p.weight_smoothing,
@@ -123,7 +124,8 @@ class PIAD(TorchMethod):
         z = self.noise(len(x), self.widths.latent)
         # E's share of the reconstruction gradient is read at backward time, so a weight update below still applies
         e_factor = torch.tensor(gamma_e / gamma_g)
-        code, rec_x, fake = self.eg(x, z, e_factor=e_factor)
+        out = self.eg(x, z, e_factor=e_factor)
+        code, rec_x, fake = out["e"], out["x_hat"], out["x_fake"]
         with self.frozen("dx") as dx, self.frozen("dz") as dz:
             adv_g = -dx.critic(fake).mean()
             adv_e = -dz.critic(code).mean()

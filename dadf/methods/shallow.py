@@ -22,8 +22,8 @@ class OCSVMParams:
 
 @register("ocsvm")
 class OCSVM(ShallowMethod):
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         self.params = method_params(cfg, OCSVMParams)
 
     def make_model(self):
@@ -43,8 +43,8 @@ class IForestParams:
 
 @register("iforest")
 class IForest(ShallowMethod):
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         self.params = method_params(cfg, IForestParams)
 
     def make_model(self):
@@ -64,8 +64,8 @@ class KDEParams:
 
 @register("kde")
 class KDE(ShallowMethod):
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         self.params = method_params(cfg, KDEParams)
 
     def make_model(self):

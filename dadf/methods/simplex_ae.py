@@ -13,10 +13,12 @@ import math
 
 import torch
 
-from dadf.methods.ama import EncoderGenerator, gradient_penalty, partner_indices, simplex_weights
+from dadf.losses.gan import pair_gradient_penalty
+from dadf.losses.simplex import partner_indices, simplex_weights
 from dadf.methods.base import TorchMethod, method_params
 from dadf.methods.registry import register
-from dadf.nets.gan import build_autoencoder_gan, build_critic, mlp_widths
+from dadf.nets.encoder_generator import EncoderGenerator
+from dadf.nets.gan import build_autoencoder_gan, build_pair_critic, mlp_widths
 
 # Simplex supp. Tables 3-5 by feature count: (lr, λ, optimiser). Batch size and epochs are trainer values.
 TABULAR_HPARAMS = {121: (1e-4, 0.5, "adam"), 274: (2e-4, 0.3, "adam"), 6: (2e-5, 1.2, "sgd")}
@@ -49,17 +51,17 @@ class SimplexParams:
 
 @register("simplex_ae")
 class SimplexAE(TorchMethod):
-    def __init__(self, cfg, info, accelerator, seed):
-        super().__init__(cfg, info, accelerator, seed)
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
         p = self.params = method_params(cfg, SimplexParams)
         nets = build_autoencoder_gan(info.shape, info.kind, arch=p.arch, z_dim=p.z_dim, sn=False)
         self.arch, self.z_dim = nets.arch, nets.z_dim
         lip = p.lipschitz if p.lipschitz != "auto" else ("sn" if nets.arch == "resnet32" else "gp")
         self.use_gp = "gp" in lip
-        d_recon = build_critic(nets.arch, info.shape, sn="sn" in lip, pooling="sum")
+        d_recon = build_pair_critic(nets.arch, info.shape, sn="sn" in lip, pooling="sum")
         # D_inter: no normalisation, global average pooling (supp. Table 1 / Fig. 1).
-        d_inter = build_critic(nets.arch, info.shape, sn=False, pooling="mean",
-                               hidden=mlp_widths(info.shape).inter_critic or None)
+        d_inter = build_pair_critic(nets.arch, info.shape, sn=False, pooling="mean",
+                                    hidden=mlp_widths(info.shape).inter_critic or None)
         preset = TABULAR_HPARAMS.get(math.prod(info.shape)) if nets.arch == "mlp" else None
         default_lr = {"grey28": 1e-4}.get(nets.arch, preset[0] if preset else 3e-4)
         self.lr = p.lr if p.lr is not None else default_lr
@@ -106,7 +108,7 @@ class SimplexAE(TorchMethod):
             w_dist = (d[: len(x)] - d[len(x):]).mean()
             loss_recon = -w_dist
             if self.use_gp:
-                gp = gradient_penalty(self.d_recon, x, x, x_hat, self.noise(len(x), kind="uniform"))
+                gp = pair_gradient_penalty(self.d_recon, x, x, x_hat, self.noise(len(x), kind="uniform"))
                 loss_recon = loss_recon + p.gp_weight * gp
                 logs["gp"] = gp.detach()
             loss_inter, _ = self.inter_losses(self.d_inter, x, x_inter, idx, w)

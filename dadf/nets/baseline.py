@@ -5,6 +5,8 @@ import math
 
 from torch import nn
 
+from dadf.nets.layers import leaky_relu, mlp
+
 
 def conv_sizes(size: int) -> list[int]:
     """Spatial sizes through stride-2 convs (k=4, p=1) until the map is at most 4 px: 28 -> [28, 14, 7, 3]."""
@@ -59,28 +61,18 @@ class ConvDecoder(nn.Module):
         return self.up(self.fc(z).view(len(z), self.c0, self.s0, self.s0))
 
 
-def mlp(sizes: list[int], bias: bool = True, out_act: nn.Module | None = None) -> nn.Sequential:
-    layers = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1], bias=bias))
-        if i < len(sizes) - 2:
-            layers.append(nn.LeakyReLU(0.2))
-    if out_act is not None:
-        layers.append(out_act)
-    return nn.Sequential(*layers)
-
-
 def encoder(shape: tuple[int, ...], width: int, latent_dim: int, bias: bool = True) -> nn.Module:
     if uses_conv(shape):
         return ConvEncoder(shape, width, latent_dim, bias)
     dim = math.prod(shape)
-    return nn.Sequential(nn.Flatten(), mlp([dim, width * 4, width * 2, latent_dim], bias=bias))
+    return nn.Sequential(nn.Flatten(), mlp([dim, width * 4, width * 2, latent_dim], act=leaky_relu, bias=bias))
 
 
 def decoder(shape: tuple[int, ...], width: int, latent_dim: int, image: bool) -> nn.Module:
     if uses_conv(shape):
         return ConvDecoder(shape, width, latent_dim)
     dim = math.prod(shape)
-    # images live in [-1, 1] (tanh); tabular features are standardised (linear output)
-    return nn.Sequential(mlp([latent_dim, width * 2, width * 4, dim], out_act=nn.Tanh() if image else None),
-                         nn.Unflatten(1, shape))
+    net = mlp([latent_dim, width * 2, width * 4, dim], act=leaky_relu)
+    if image:  # images live in [-1, 1]; tabular features are standardised (linear output)
+        net.append(nn.Tanh())
+    return nn.Sequential(net, nn.Unflatten(1, shape))

@@ -21,12 +21,8 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-
-def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
-    """``module`` with spectral normalisation of its weight when ``enabled``."""
-    return _sn(module) if enabled else module
+from dadf.nets.layers import leaky_relu, maybe_sn, mlp
 
 
 # ------------------------------------------------------------------------------------------- ResNet blocks
@@ -126,7 +122,7 @@ class MLPPairCritic(PairCritic):
 
     def __init__(self, in_dim: int, hidden: list[int], *, sn: bool = False):
         super().__init__()
-        self.net = mlp([2 * in_dim, *hidden], act=lambda: nn.LeakyReLU(0.2), final_act=True, sn=sn)
+        self.net = mlp([2 * in_dim, *hidden], act=leaky_relu, final_act=True, sn=sn)
         self.head = maybe_sn(nn.Linear(hidden[-1], 1), sn)
         self.feature_dim = hidden[-1]
 
@@ -189,22 +185,12 @@ class GreyGenerator28(nn.Module):
         return self.deconv(self.fc(z).view(len(z), 128, 7, 7))
 
 
-def mlp(widths: list[int], *, act=nn.ReLU, final_act: bool = False, sn: bool = False) -> nn.Sequential:
-    """Linear layers through ``widths`` with ``act()`` between them (and after the last when ``final_act``)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(maybe_sn(nn.Linear(a, b), sn))
-        if final_act or i < len(widths) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers)
-
-
 class MLPEncoder(nn.Module):
     """Flattened input -> code: Linear-LReLU(0.2) per hidden width, then a linear code layer."""
 
     def __init__(self, in_dim: int, hidden: list[int], z_dim: int):
         super().__init__()
-        self.net = mlp([in_dim, *hidden, z_dim], act=lambda: nn.LeakyReLU(0.2))
+        self.net = mlp([in_dim, *hidden, z_dim], act=leaky_relu)
 
     def forward(self, x):
         return self.net(x.flatten(1))
@@ -254,7 +240,7 @@ class GANNets:
     critic: PairCritic
 
 
-def pick_arch(shape: tuple[int, ...], kind: str, arch: str = "auto") -> str:
+def pick_autoencoder_gan_arch(shape: tuple[int, ...], kind: str, arch: str = "auto") -> str:
     """``arch`` checked against ``shape``; ``auto``: resnet32 for 3x32x32, grey28 for 1x28x28, else mlp."""
     shape = tuple(shape)
     choices = {"resnet32": (3, 32, 32), "grey28": (1, 28, 28)}
@@ -278,7 +264,7 @@ def mlp_widths(shape: tuple[int, ...]) -> MLPWidths:
     return TABULAR_PRESETS.get(math.prod(shape), GENERIC_MLP)
 
 
-def build_critic(arch: str, shape: tuple[int, ...], *, sn: bool, pooling: str = "sum",
+def build_pair_critic(arch: str, shape: tuple[int, ...], *, sn: bool, pooling: str = "sum",
                  hidden: tuple[int, ...] | None = None) -> PairCritic:
     """A pair critic for inputs of ``shape`` (``hidden``: MLP widths; default the preset's critic widths)."""
     if arch == "resnet32":
@@ -293,18 +279,18 @@ def build_autoencoder_gan(shape: tuple[int, ...], kind: str, *, arch: str = "aut
     """Encoder, generator and pair critic for data of ``shape`` (one sample) and ``kind`` (image | tabular).
 
     ``z_dim`` None takes the papers' value (128 for resnet32, 64 for grey28, the preset for mlp)."""
-    arch = pick_arch(shape, kind, arch)
+    arch = pick_autoencoder_gan_arch(shape, kind, arch)
     shape = tuple(shape)
     if arch == "resnet32":
         z = z_dim or 128
         return GANNets(arch, z, DCGANEncoder32(shape[0], z), ResNetGenerator32(z, out_channels=shape[0]),
-                       build_critic(arch, shape, sn=sn, pooling=pooling))
+                       build_pair_critic(arch, shape, sn=sn, pooling=pooling))
     if arch == "grey28":
         z = z_dim or 64
         return GANNets(arch, z, GreyEncoder28(shape[0], z), GreyGenerator28(z, shape[0]),
-                       build_critic(arch, shape, sn=sn))
+                       build_pair_critic(arch, shape, sn=sn))
     w = mlp_widths(shape)
     z = z_dim or w.z_dim
     return GANNets(arch, z, MLPEncoder(math.prod(shape), list(w.encoder), z),
                    MLPGenerator(z, list(w.generator), shape, tanh=kind == "image"),
-                   build_critic(arch, shape, sn=sn))
+                   build_pair_critic(arch, shape, sn=sn))

@@ -20,7 +20,8 @@ import math
 import torch
 from torch import nn
 
-from dadf.nets.gan import GreyGenerator28, MLPGenerator, ResBlockDown, ResNetGenerator32, maybe_sn, mlp
+from dadf.nets.gan import GreyGenerator28, MLPGenerator, ResBlockDown, ResNetGenerator32
+from dadf.nets.layers import leaky_relu, maybe_sn, mlp
 
 
 class DCGANGenerator32(nn.Module):
@@ -75,7 +76,7 @@ class MLPCritic(nn.Module):
 
     def __init__(self, in_dim: int, hidden: list[int], *, sn: bool = True):
         super().__init__()
-        self.net = mlp([in_dim, *hidden, 1], act=lambda: nn.LeakyReLU(0.2), sn=sn)
+        self.net = mlp([in_dim, *hidden, 1], act=leaky_relu, sn=sn)
 
     def forward(self, x):
         return self.net(x.flatten(1)).squeeze(1)
@@ -94,7 +95,7 @@ class NetSpec:
     kind: str = "image"
 
 
-def pick_arch(shape: tuple[int, ...], kind: str, arch: str) -> str:
+def pick_omasgan_arch(shape: tuple[int, ...], kind: str, arch: str) -> str:
     """``arch`` checked against ``shape``; ``auto``: resnet32 for 3x32x32, dcgan for 28/32-pixel grey, else mlp."""
     if arch not in ARCHS:
         raise ValueError(f"omasgan: arch={arch!r}; choose one of {', '.join(ARCHS)}")

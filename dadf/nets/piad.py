@@ -11,9 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-def act():
-    return nn.LeakyReLU(0.2)
+from dadf.nets.layers import leaky_relu, mlp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +61,7 @@ class PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-        self.act = act()
+        self.act = leaky_relu()
 
     def forward(self, x):
         h = x
@@ -91,7 +89,7 @@ class Generator(nn.Module):
         g = w.gen
         layers = [nn.Conv2d(w.latent, g[0], 4, padding=3)]  # 1x1 -> 4x4
         layers += [PreActBlock(g[i], g[i + 1], "up") for i in range(len(g) - 1)]
-        layers += [PreActBlock(g[-1], g[-1]), act(), nn.Conv2d(g[-1], channels, 1)]  # linear output
+        layers += [PreActBlock(g[-1], g[-1]), leaky_relu(), nn.Conv2d(g[-1], channels, 1)]  # linear output
         self.net = nn.Sequential(*layers)
         self.latent = w.latent
 
@@ -106,7 +104,7 @@ def _down_trunk(channels: int, ws: tuple[int, ...], mbstd: bool) -> list[nn.Modu
     if mbstd:
         layers.append(MinibatchStd())
         last += 1
-    return layers + [act(), nn.Conv2d(last, ws[-1], 4), act()]
+    return layers + [leaky_relu(), nn.Conv2d(last, ws[-1], 4), leaky_relu()]
 
 
 class Encoder(nn.Module):
@@ -131,41 +129,7 @@ class LatentCritic(nn.Module):
     def __init__(self, w: PIADWidths):
         super().__init__()
         h = w.dz_hidden
-        self.net = nn.Sequential(nn.Linear(w.latent, h), act(), nn.Linear(h, h), act(), nn.Linear(h, 1))
+        self.net = mlp([w.latent, h, h, 1], act=leaky_relu)
 
     def forward(self, z):
         return self.net(z).flatten()
-
-
-class GradScale(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by ``factor`` backward (weights one loss differently per network).
-    A tensor factor is read when the backward runs, so its owner may change it in place after the forward."""
-
-    @staticmethod
-    def forward(ctx, x, factor):
-        ctx.factor = factor
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        f = ctx.factor
-        return g * (f.to(g.device, g.dtype) if torch.is_tensor(f) else f), None
-
-
-class EncoderGenerator(nn.Module):
-    """E and G trained as one DDP module, so that one backward updates both and one all-reduce syncs them.
-
-    forward(x, z, e_factor) -> (E(x), G(E(x)), G(z)); the reconstruction's gradient into E is multiplied by
-    ``e_factor`` (gamma_E / gamma_G), so a loss adv + gamma_G * rec gives E the weight gamma_E.
-    """
-
-    def __init__(self, channels: int, size: int, w: PIADWidths):
-        super().__init__()
-        self.encoder = Encoder(channels, size, w)
-        self.generator = Generator(channels, size, w)
-
-    def forward(self, x, z=None, e_factor: float = 1.0):
-        code = self.encoder(x)
-        rec = self.generator(GradScale.apply(code, e_factor))
-        fake = self.generator(z) if z is not None else None
-        return code, rec, fake

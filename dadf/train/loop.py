@@ -31,6 +31,7 @@ from dadf.atomic import atomic_write
 from dadf.data.pipeline import CellData
 from dadf.eval.metrics import detection_metrics
 from dadf.methods.base import Method
+from dadf.methods.interface import StepContext
 from dadf.train import checkpoint
 from dadf.train.batches import BatchStream
 from dadf.train.preemption import Preempted, PreemptionGuard
@@ -135,12 +136,14 @@ class Trainer:
     """One cell's training on this process (one rank of possibly several).
 
     ``workdir`` receives ``checkpoints/`` and ``log.jsonl``; ``seed`` fixes the batch order; ``name`` labels the
-    progress bar. It knows nothing of grids or cell folders beyond that.
+    progress bar; ``on_artifact(relpath, write)`` receives the files the method emits (``Method.emit``), on the
+    main process, after each step. It knows nothing of grids or cell folders beyond that.
     """
 
     def __init__(self, tcfg: DictConfig, method: Method, data: CellData, schedule: Schedule, workdir: Path,
-                 seed: int, name: str = ""):
+                 seed: int, name: str = "", on_artifact=None):
         self.tcfg, self.method, self.data, self.sched, self.name = tcfg, method, data, schedule, name
+        self.on_artifact = on_artifact
         self.acc = method.accelerator
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.main = self.acc.is_main_process
@@ -227,7 +230,6 @@ class Trainer:
         self._rewind_log()
         if self.selection != "last":
             self._check_selection()
-        self.method.accumulate = self.sched.accumulate
         from tqdm.auto import tqdm
 
         bar = tqdm(total=self.total, initial=self.step, desc=self.name, disable=not (progress and self.main),
@@ -239,6 +241,7 @@ class Trainer:
         with contextlib.nullcontext(guard) if guard is not None else PreemptionGuard() as guard:
             while self.step < self.total:
                 losses = self._one_step()
+                self._hand_over_artifacts()  # before this step's checkpoint, which a resume would not rerun
                 self.step += 1
                 bar.update(1)
                 finite = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).isfinite().all()
@@ -270,6 +273,7 @@ class Trainer:
                 if self.step % int(self.tcfg.checkpoint_every) == 0 or at_end:
                     self.save()
         bar.close()
+        self._hand_over_artifacts()
         if self.selection == "last":
             return TrainOutcome(self.total, {"rule": "last", "step": self.total})
         if self.best["step"] is not None and self.best["step"] != self.total:
@@ -287,13 +291,19 @@ class Trainer:
             if self.tensors["x"].device != rows.device:
                 rows = rows.to(self.tensors["x"].device)
             batch = {k: v[rows].to(self.acc.device, non_blocking=True) for k, v in self.tensors.items()}
-            if self.method.info.channels_last and batch["x"].dim() == 4:
+            if self.tcfg.channels_last and batch["x"].dim() == 4:
                 batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
-            self.method.begin_micro(m, self.step, lo, self.sched.global_batch)
+            self.method.begin(StepContext(step=self.step, micro=m, accumulate=self.sched.accumulate, batch_lo=lo,
+                                          global_batch=self.sched.global_batch))
             out = self.method.train_step(batch, self.step)
             for k, v in out.items():
                 losses[k] = losses.get(k, 0) + v.detach() / self.sched.accumulate
         return losses
+
+    def _hand_over_artifacts(self) -> None:
+        for relpath, write in self.method.take_artifacts():  # every rank empties its queue; the main one writes
+            if self.main and self.on_artifact is not None:
+                self.on_artifact(relpath, write)
 
     def _agree(self, bad: torch.Tensor, guard: PreemptionGuard) -> tuple[int, int | None]:
         """(first non-finite step or 0, signal or None), the same on every rank: one small all-reduce."""

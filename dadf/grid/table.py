@@ -1,0 +1,210 @@
+"""A grid's results as tables: the cells read from the grid folder (records), and the table model that a layout
+(layouts.py) fills from them: per (row, column, metric) the values over seeds, their mean ± std (sample std), row
+averages, and the published numbers beside the rows with Δ = dadf − paper. render.py writes tables out.
+
+Reads only files, so it works while the grid runs and after any crash: missing and failed cells stay visible.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from dadf.grid import published as pub
+from dadf.grid import store
+
+# ---------------------------------------------------------------------------------------------------- records
+
+
+@dataclass
+class CellRecord:
+    id: str
+    cell: dict
+    state: str
+    reason: str | None
+    result: dict | None
+    dir: Path | None = None
+    protocol: dict = field(default_factory=dict)
+    num_classes: int | None = None
+
+    @property
+    def p(self) -> float | None:
+        v = self.protocol.get("p")
+        return None if v is None else float(v)
+
+
+def load_records(grid_dir: Path) -> list[CellRecord]:
+    """The grid's cells in table order: those of its latest expansion (grid.json), else every cell folder.
+
+    A cell listed in grid.json whose folder is absent (not launched yet) is kept as "missing", never dropped; one
+    with a damaged file as "unreadable", one whose process is gone as "lost".
+    """
+    grid_dir = Path(grid_dir)
+    records = []
+    for cid in store.cell_ids(grid_dir):
+        d = grid_dir / cid
+        if not (d / "cell.yaml").exists():
+            records.append(_from_id(cid, d, "missing", "no cell folder yet"))
+            continue
+        try:
+            full = OmegaConf.to_container(store.read_cell_config(d), resolve=True)
+        except store.Unreadable as e:
+            records.append(_from_id(cid, d, store.UNREADABLE, str(e)))
+            continue
+        status = store.read_status(d)  # damaged status.json or metrics.json: state unreadable
+        state, reason = status.get("state", store.PENDING), status.get("reason")
+        result = store.read_json(d / "metrics.json") if state == store.DONE else None
+        lost = store.liveness(d, status)
+        if lost:
+            state, reason = store.LOST, lost
+        records.append(CellRecord(cid, full["cell"], state, reason, result, d, full.get("protocol") or {},
+                                  (full.get("dataset") or {}).get("num_classes")))
+    return records
+
+
+def _from_id(cid: str, d: Path, state: str, reason: str) -> CellRecord:
+    """A cell without a readable config: parse its id (method-dataset-protocol-...-s<seed>-hash) as far as it goes;
+    a part the id lacks stays None."""
+    parts = cid.split("-")
+    cell = {"id": cid, "method": parts[0], "dataset": parts[1] if len(parts) > 1 else "?",
+            "protocol": parts[2] if len(parts) > 2 else None, "target_class": None, "secondary": None, "axes": {}}
+    for part in parts[3:-2]:
+        if re.fullmatch(r"c\d+", part):
+            cell["target_class"] = int(part[1:])
+    return CellRecord(cid, cell, state, reason, None, d, {"name": cell["protocol"]})
+
+
+EXPLAINED = (store.FAILED, store.LOST, store.UNREADABLE)  # states whose reason the table and report print
+
+
+def why(rec: CellRecord) -> str:
+    """The reason of an EXPLAINED cell, without the state it may start with (an unreadable cell's does)."""
+    return (rec.reason or "").removeprefix(f"{rec.state}: ")
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+
+@dataclass
+class Entry:
+    values: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    states: dict[str, int] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.values) and set(self.states) == {store.DONE} and len(self.values) == self.n_cells
+
+    @property
+    def n_cells(self) -> int:
+        return sum(self.states.values())
+
+
+@dataclass
+class PaperRow:
+    """Published values beside a dadf row (`of`), or a paper-only row (an ablation dadf has not run)."""
+    of: str | None
+    entry: pub.Published
+
+
+@dataclass
+class Table:
+    title: str
+    metrics: list[str]
+    rows: list[str]
+    columns: list[str]
+    labels: dict[str, str]
+    entries: dict[tuple[str, str, str], Entry]
+    layout: str  # the name of the layout that built it
+    row_header: str = "method"
+    show_avg: bool = True  # an average column (the columns are one dataset's classes)
+    p_rows: bool = False  # the rows are p% values
+    num_classes: int | None = None
+    papers: list[PaperRow] = field(default_factory=list)
+    row_info: dict[str, dict] = field(default_factory=dict)  # row -> {method, dataset, protocol, p, axes}
+    pool: tuple = ()  # the published entries this table was compared against
+
+    def published_by_p(self, metric: str) -> list[pub.Published]:
+        """The paper's main entries at every p it reports for this table's method (also p values dadf has not run)."""
+        if not self.p_rows or not self.rows:
+            return []
+        info = self.row_info[self.rows[0]]
+        return [e for e in self.pool if e.p is not None and e.variant is None and e.metric == metric
+                and (e.method, e.protocol) == (info["method"], info["protocol"])
+                and e.dataset in (None, info["dataset"]) and not info["axes"]]
+
+    def entry(self, row: str, col: str, metric: str) -> Entry:
+        return self.entries.setdefault((row, col, metric), Entry())
+
+    @property
+    def avg_comparable(self) -> bool:
+        """The row average covers every class of the dataset, so it compares with a paper's average."""
+        return self.num_classes is None or len(self.columns) == self.num_classes
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def seed_counts(table: Table) -> list[int]:
+    return sorted({len(e.values) for e in table.entries.values() if e.complete})
+
+
+def row_average(table: Table, row: str, metric: str) -> tuple[float | None, bool]:
+    """(mean of the per-column means, complete?) -- incomplete when any column lacks a finished value."""
+    means, complete = [], True
+    for c in table.columns:
+        e = table.entries.get((row, c, metric))
+        if e is None or not e.values:
+            complete = False
+            continue
+        complete &= e.complete
+        means.append(mean_std(e.values)[0])
+    return (float(np.mean(means)) if means else None), complete
+
+
+def row_average_std(table: Table, row: str, metric: str) -> float | None:
+    """Std over seeds of the per-seed row average, when every column has the same seeds (else None)."""
+    per_col = []
+    for c in table.columns:
+        e = table.entries.get((row, c, metric))
+        if e is None or not e.complete:
+            return None
+        per_col.append(dict(zip(e.seeds, e.values)))
+    seeds = set(per_col[0]) if per_col else set()
+    if len(seeds) < 2 or any(set(d) != seeds for d in per_col):
+        return None
+    avgs = [float(np.mean([d[s] for d in per_col])) for s in sorted(seeds)]
+    return float(np.std(avgs, ddof=1))
+
+
+def _dadf_mean(table: Table, row: str, col: str, metric: str) -> tuple[float | None, bool]:
+    if col == "avg":
+        avg, complete = row_average(table, row, metric)
+        return avg, complete
+    e = table.entries.get((row, col, metric))
+    if e is None or not e.values:
+        return None, False
+    return mean_std(e.values)[0], e.complete
+
+
+def paper_value(pr: PaperRow, col: str) -> float | None:
+    return pr.entry.values.get(col)
+
+
+def delta(table: Table, pr: PaperRow, col: str, metric: str) -> tuple[float | None, str]:
+    """(dadf mean − paper, flag) with flag '' | '*' (dadf value incomplete) | 'n/c' (averages not comparable)."""
+    paper = paper_value(pr, col)
+    if paper is None or pr.of is None or pr.entry.metric != metric:
+        return None, ""
+    if col == "avg" and not table.avg_comparable:
+        return None, "n/c"
+    mine, complete = _dadf_mean(table, pr.of, col, metric)
+    if mine is None:
+        return None, ""
+    return mine - paper, "" if complete else "*"
