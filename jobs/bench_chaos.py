@@ -111,7 +111,7 @@ def short_cmd(cmd: str, n: int = 90) -> str:
 class Launch:
     """One `jobs/launch_grid.py` subprocess in its own session (process group), tagged in its environment."""
 
-    current: "Launch | None" = None  # the one running, for the cleanup on exit
+    current: Launch | None = None  # the one running, for the cleanup on exit
 
     def __init__(self, overrides: list[str], log: Path, tag: str, threads: int):
         self.tag, self.log = tag, log
@@ -355,7 +355,7 @@ def grid_overrides(args, fallback: bool) -> tuple[list[str], str, str]:
     return over + list(args.overrides), "mnist_ovr", "mnist"
 
 
-def settle(launch: Launch, grace: float, rnd: "Round | None" = None, expected: list[str] = ()
+def settle(launch: Launch, grace: float, rnd: Round | None = None, expected: list[str] = ()
            ) -> tuple[list[dict], list[dict], dict[str, str]]:
     """After the launcher exited: (tagged processes alive right then, those still alive after ``grace`` s = orphans,
     which are then killed, cells whose state or newest checkpoint changed during the grace: written to by
@@ -595,7 +595,8 @@ def run_in(args, work: Path, temp: bool) -> dict:
           f"kills after which a cell was still written to by a process that outlived its launcher: {written_after}")
     wall = time.monotonic() - t_start
     caught = sum(bool(r["cells_in_progress"]) for r in kills)
-    headline = (f"{len(kills)} kills ({caught} caught a cell running): {kills_resumed} resumed, {verdicts['identical']}/{len(cells)} cells "
+    headline = (f"{len(kills)} kills ({caught} caught a cell running): {kills_resumed} resumed, "
+                f"{verdicts['identical']}/{len(cells)} cells "
                 f"bit-identical, {verdicts['lost']} lost/corrupt, {verdicts['differs']} differ, "
                 f"{len(orphans_all)} orphans, {hangs} hangs")
     if final is not None and final["exit"] != 0:

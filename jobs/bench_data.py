@@ -13,11 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import _checkout  # noqa: F401 -- first: refuses to run with another checkout's dadf
 import torch
 from hydra import compose, initialize_config_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _hydra import CONFIG_DIR  # noqa: E402
+from dadf.config import CONFIG_DIR
 
 
 def _timed(fn) -> tuple[int, float]:
@@ -49,9 +49,9 @@ def _to_tensor(sample):
 
 
 def bench_stream(shard_dir: Path, batch_size: int, workers: int) -> dict:
-    from dadf.data.shards import stream_samples
-
     import webdataset as wds
+
+    from dadf.data.shards import stream_samples
 
     pipeline = stream_samples(shard_dir, "train").compose(wds.map(_to_tensor))
     loader = torch.utils.data.DataLoader(pipeline, batch_size=batch_size, num_workers=workers)

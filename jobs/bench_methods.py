@@ -16,16 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _checkout  # noqa: F401 -- first: refuses to run with another checkout's dadf
 import torch
 from hydra import compose, initialize_config_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _hydra import CONFIG_DIR  # noqa: E402
+from dadf.config import CONFIG_DIR
 
 
 def parse_variant(spec: str) -> tuple[str, list[str]]:

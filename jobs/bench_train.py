@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _checkout  # noqa: F401 -- first: refuses to run with another checkout's dadf
+
 REPO = Path(__file__).resolve().parents[1]
 # Dense peak TFLOP/s per precision (vendor datasheets; fp32 without TF32) for the model-FLOPs utilisation.
 PEAK_TFLOPS = {"H100": {"fp32": 67.0, "bf16": 989.4, "fp16": 989.4}, "H200": {"fp32": 67.0, "bf16": 989.4,
@@ -35,6 +37,7 @@ def worker(a: argparse.Namespace) -> None:
     from omegaconf import OmegaConf
     from torch.utils.flop_counter import FlopCounterMode
 
+    from dadf import config
     from dadf.methods import get_method
     from dadf.methods.base import DataInfo
     from dadf.methods.interface import StepContext
@@ -54,7 +57,7 @@ def worker(a: argparse.Namespace) -> None:
     kind = "image" if len(shape) == 3 else "tabular"
     info = DataInfo(kind=kind, shape=shape, n_train=10_000, batch_size=a.batch_size, steps_per_epoch=100,
                     total_steps=10_000)
-    mcfg = OmegaConf.load(REPO / "configs" / "method" / f"{a.method}.yaml")
+    mcfg = config.node("method", a.method)
     method = get_method(a.method)(mcfg, info, make_strategy(tcfg, acc, schedule), 0)
     g = torch.Generator().manual_seed(acc.process_index)
     x = (torch.rand((micro, *shape), generator=g) * 2 - 1).to(acc.device)
@@ -100,7 +103,8 @@ def run_one(method: str, shape: str, procs: int, strategy: str, precision: str, 
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "row.json"
         name, _, stage = strategy.partition(":")
-        args = ["--worker", "--method", method, "--strategy", name, "--zero-stage", stage or "0", "--shape", shape, "--precision", precision, "--compile", str(compiled),
+        args = ["--worker", "--method", method, "--strategy", name, "--zero-stage", stage or "0", "--shape", shape,
+                "--precision", precision, "--compile", str(compiled),
                 "--channels-last", str(cl), "--batch-size", str(a.batch_size), "--steps", str(a.steps),
                 "--warmup", str(a.warmup), "--threads", str(a.threads), "--result", str(result)]
         script = str(Path(__file__).resolve())
@@ -155,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                              [int(v) for v in a.channels_last.split(",")])
     rows = []
     print(f"global batch {a.batch_size}, {a.steps} timed steps after {a.warmup} warm-up, {a.threads} thread(s)/process")
-    print("| method | shape | procs | strategy | precision | compile | channels_last | samples/s | s/step | GFLOP/sample "
-          "| MFU |")
+    print("| method | shape | procs | strategy | precision | compile | channels_last | samples/s | s/step "
+          "| GFLOP/sample | MFU |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for method, shape, procs, strategy, precision, compiled, cl in grid:
         row = run_one(method, shape, procs, strategy, precision, compiled, cl, a)

@@ -1,75 +1,9 @@
-"""Where a grid stands, at any time (also while its jobs run): counts per state, failed cells with their reason and
-log, and the table so far. It only reads: it works on a read-only copy of a grid and writes nothing.
-
-    python jobs/status.py runs/cifar_loo            # reads the cell folders (+ squeue when SLURM is there)
-    python jobs/status.py runs/cifar_loo --no-queue # the cell folders only
-
-States: pending (not submitted / not started), queued (in the SLURM queue), running, requeued (preempted after a
-checkpoint, waiting to resume), done, failed, lost (said running, but its SLURM job left the queue, its process on
-this host is gone or its heartbeat stopped: relaunch to resume it), unreadable (a damaged status.json, metrics.json
-or cell.yaml, named in the reason: the next launch reruns the cell).
-"""
-from __future__ import annotations
-
-import argparse
-import shutil
+"""Where a grid stands: `dadf-status` with this checkout's dadf (code: dadf/cli/status.py)."""
 import sys
-from collections import Counter
-from pathlib import Path
 
-ORDER = ["pending", "queued", "running", "requeued", "done", "failed", "lost", "unreadable"]
+import _checkout  # noqa: F401 -- first: refuses to run with another checkout's dadf
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("grid_dir")
-    parser.add_argument("--no-queue", action="store_true", help="do not ask squeue (read the cell folders only)")
-    parser.add_argument("--no-table", action="store_true", help="counts and problems only")
-    args = parser.parse_args(argv)
-    from dadf.grid import slurm, store
-
-    grid_dir = Path(args.grid_dir)
-    if not grid_dir.is_dir():
-        print(f"error: {grid_dir} does not exist: run python jobs/launch_grid.py grid=<name> first", file=sys.stderr)
-        return 2
-    cells = [grid_dir / c for c in store.cell_ids(grid_dir)]
-    if not cells:
-        print(f"error: {grid_dir} holds no cells (no grid.json, no */cell.yaml)", file=sys.stderr)
-        return 2
-    states = None
-    note = ""
-    if not args.no_queue and shutil.which("squeue") and any((c / slurm.RECORD).exists() for c in cells):
-        try:
-            states = slurm.queue_states(timeout=30)
-        except slurm.SlurmError as e:
-            note = f"(queue not read: {e}; states are those on disk)"
-    views = {c.name: slurm.cell_view(c, states) for c in cells}
-    counts = Counter(v["state"] for v in views.values())
-    line = "  ".join(f"{s} {counts.get(s, 0)}" for s in ORDER if counts.get(s) or s in ("pending", "running", "done",
-                                                                                         "failed", "requeued"))
-    print(f"{grid_dir}: {len(cells)} cells   {line}")
-    if note:
-        print(note)
-    for name, v in views.items():
-        if v["state"] in ("failed", "lost", "unreadable"):
-            reason = (v["reason"] or "no reason recorded").removeprefix(f"{v['state']}: ")
-            print(f"  {v['state'].upper():7s} {name}: {reason}")
-            log = v["log"] or (None if v["state"] == "unreadable" else grid_dir / name / "status.json")
-            if log:  # an unreadable cell's reason names its file already
-                print(f"          log: {log}" + (f"  (job {v['job_id']})" if v["job_id"] else ""))
-        elif v["state"] == "requeued":
-            print(f"  requeued {name}: {v['reason']}")
-    if not args.no_table:
-        from dadf.grid.aggregate import aggregate
-
-        try:
-            _, md = aggregate(grid_dir, write=False)
-            print()
-            print(md)
-        except FileNotFoundError as e:
-            print(f"(no table yet: {e})")
-    return 0
-
+from dadf.cli.status import main
 
 if __name__ == "__main__":
     sys.exit(main())

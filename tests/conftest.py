@@ -10,15 +10,17 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from dadf.config import CONFIG_DIR
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture
 def composer():
-    """compose(overrides) over the repo's configs, like launch_grid.py does."""
+    """compose(overrides) over the package's configs, like launch_grid.py does."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         yield lambda overrides: compose(config_name="config", overrides=list(overrides))
     GlobalHydra.instance().clear()
 
@@ -29,10 +31,13 @@ def dirs(tmp_path):
     return [f"runs_dir={tmp_path / 'runs'}", f"shards_dir={tmp_path / 'shards'}"]
 
 
-def run_job(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a jobs/ script the way a user does, in a fresh interpreter."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(REPO / "jobs" / script), *args], cwd=REPO, env=env,
+def run_job(script: str, *args: str, timeout: int = 600, cwd: Path = REPO,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a jobs/ script (``launch_grid.py``) or an installed command (``dadf-launch``) the way a user does, in a
+    fresh interpreter; ``env`` is added to this process's environment."""
+    command = ([sys.executable, str(REPO / "jobs" / script)] if script.endswith(".py")
+               else [str(Path(sys.executable).parent / script)])  # console scripts sit beside the venv's python
+    return subprocess.run([*command, *args], cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import run_job
 
 from dadf.data import protocols
 from dadf.grid import aggregate as agg
-from dadf.grid import layouts
-from dadf.grid import render
-from dadf.grid import table as tbl
+from dadf.grid import layouts, render, store
 from dadf.grid import published as pub
-from dadf.grid import store
+from dadf.grid import table as tbl
 from dadf.grid.plots import cell_plots, plot_by_p
-from conftest import run_job
 
 GOLDEN = Path(__file__).parent / "golden"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -261,7 +259,8 @@ def test_tabular_layout_golden(tmp_path):
     assert d == pytest.approx(np.mean(f1s) - 0.9294)
     # one published table's metrics share one paper line and one Δ line
     body = render.to_markdown(t).splitlines()
-    assert [line.split(" | ")[0] for line in body if line.startswith("| ↳")] == ["| ↳ paper (Simplex T2)", "| ↳ Δ dadf − paper"]
+    paper_lines = [line.split(" | ")[0] for line in body if line.startswith("| ↳")]
+    assert paper_lines == ["| ↳ paper (Simplex T2)", "| ↳ Δ dadf − paper"]
     check_golden("tabular.md", render.to_markdown(t))
     check_golden("tabular.csv", render.to_csv(tables))
 

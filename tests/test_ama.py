@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from conftest import run_one_cell
 from omegaconf import OmegaConf
 
-from dadf.methods import get_method
 from dadf.losses.gan import pair_gradient_penalty
 from dadf.losses.simplex import partner_indices, simplex_weights
+from dadf.methods import get_method
 from dadf.methods.ama import atypical_codes, fit_gaussian, neg_log_density, negative_rows
 from dadf.methods.base import DataInfo
-from dadf.nets.gan import build_autoencoder_gan
 from dadf.methods.interface import StepContext
-from conftest import run_one_cell
+from dadf.nets.gan import build_autoencoder_gan
 
 torch.set_num_threads(1)
 

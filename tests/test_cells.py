@@ -27,6 +27,24 @@ def test_cell_ids_are_stable_and_follow_the_config(composer, dirs):
     assert not set(ae_cells) & set(a)
 
 
+def test_no_field_marked_outside_the_identity_changes_an_id(composer, dirs):
+    """The schemas (dadf/config.py) mark what says where things are or how they are watched; those fields, and only
+    those, leave a cell's id as it is."""
+    import dataclasses
+
+    from dadf import config
+
+    marked = {"dataset.root=/elsewhere", "dataset.download=true", "trainer.progress=false", "trainer.num_threads=3",
+              "trainer.log_every=7", "trainer.device=cpu", "trainer.sync_every=3", "trainer.data_on_device=false"}
+    assert {o.split("=")[0] for o in marked} == {f"{group}.{f.name}" for group in ("dataset", "trainer")
+                                                 for f in dataclasses.fields(config.schema(group))
+                                                 if f.metadata.get("identity") is False}
+    one = [*dirs, "method=ae", "protocol.target_class=0"]
+    ident = _cells(composer, *one)[0].id
+    assert [_cells(composer, *one, o)[0].id for o in sorted(marked)] == [ident] * len(marked)
+    assert _cells(composer, *one, "trainer.compile=true")[0].id != ident
+
+
 def test_user_overrides_narrow_the_grid(composer, dirs):
     cells = _cells(composer, *dirs, "method=kde", "protocol.target_class=3", "seed=2")
     assert len(cells) == 1

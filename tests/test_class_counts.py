@@ -9,25 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_job
 from omegaconf import OmegaConf
 
-from conftest import run_job
+from dadf.config import CONFIG_DIR
 from dadf.data import pipeline
 from dadf.data.sources import DataError
 from dadf.grid.cells import expand
 from dadf.grid.validate import check_cells
 
-REPO = Path(__file__).resolve().parents[1]
+DATASETS = Path(CONFIG_DIR) / "dataset"
 
-# What configs/dataset/*.yaml said before the counts came from the sources: ids hash these values.
+# What dadf/configs/dataset/*.yaml said before the counts came from the sources: ids hash these values.
 COUNTS_OF_THE_YAML = {"arrhythmia": 2, "cifar10": 10, "cifar100": 100, "cifar10_jpg": 10, "digits": 10, "fmnist": 10,
                       "kdd99": 2, "mnist": 10, "notmnist": 10, "omniglot": 30, "svhn": 10, "synthetic": 10,
                       "thyroid": 2}
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "configs" / "dataset").glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.stem for p in DATASETS.glob("*.yaml")))
 def test_every_dataset_config_counts_without_data_what_its_yaml_said(name, tmp_path):
-    dcfg = OmegaConf.load(REPO / "configs" / "dataset" / f"{name}.yaml")
+    dcfg = OmegaConf.load(DATASETS / f"{name}.yaml")
     assert "num_classes" not in dcfg
     assert pipeline.class_count(dcfg, tmp_path / "no shards") == COUNTS_OF_THE_YAML[name]
 
@@ -76,6 +77,7 @@ def test_shards_that_disagree_with_the_declared_classes_are_refused(composer, di
         expand(cfg, dirs, composer)
 
 
+@pytest.mark.slow
 def test_launch_builds_the_shards_it_needs_before_expanding(tmp_path):
     """An idx dataset's count needs its shards: the launcher builds them, expands, then stops at the bad value."""
     dirs = [f"runs_dir={tmp_path / 'runs'}", f"shards_dir={tmp_path / 'shards'}"]

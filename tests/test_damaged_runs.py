@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import run_job
+from omegaconf import OmegaConf
+from test_aggregate import make_cell, write_manifest
+
 from dadf.grid import aggregate as agg
 from dadf.grid import slurm, store
 from dadf.grid.cells import Cell
 from dadf.grid.launch import prepare
-from test_aggregate import make_cell, write_manifest
 
 DAMAGE = {"garbage": b"\x00\xff\xfe\x89PNG not json \xc3\x28", "truncated": None}  # None: cut the file in half
 
@@ -59,8 +59,10 @@ def set_running(cell_dir: Path, host: str, pid: int, age_s: float, heartbeat: bo
 
 # ------------------------------------------------------------------------------------------- A: unreadable files
 
-@pytest.mark.parametrize("how", sorted(DAMAGE))
-@pytest.mark.parametrize("name", ["status.json", "metrics.json", "cell.yaml"])
+# the fast tier damages one file, one way; the slow tier every file, both ways
+@pytest.mark.parametrize("how", ["garbage", pytest.param("truncated", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["status.json", pytest.param("metrics.json", marks=pytest.mark.slow),
+                                  pytest.param("cell.yaml", marks=pytest.mark.slow)])
 def test_a_damaged_cell_file_makes_that_cell_unreadable_and_the_grid_goes_on(grid, name, how):
     g, ids = grid
     bad = g / ids[1] / name
@@ -104,6 +106,7 @@ def test_prepare_reruns_cells_with_damaged_files_and_skips_the_intact_one(grid):
         assert store.read_cell_config(g / cid).cell.id == cid
 
 
+@pytest.mark.slow
 def test_relaunch_reruns_the_damaged_cells_of_a_real_grid(dirs, tmp_path):
     args = [*dirs, "trainer.steps=5", "grid.methods=[kde]", "grid.classes=[0,1,2]"]
     first = run_job("launch_grid.py", *args)
@@ -120,7 +123,7 @@ def test_relaunch_reruns_the_damaged_cells_of_a_real_grid(dirs, tmp_path):
     assert "unreadable" not in (g / "table.md").read_text()
 
 
-@pytest.mark.parametrize("how", sorted(DAMAGE))
+@pytest.mark.parametrize("how", ["garbage", pytest.param("truncated", marks=pytest.mark.slow)])
 def test_a_damaged_grid_json_falls_back_to_the_cell_folders_with_a_warning(grid, how):
     g, ids = grid
     damage(g / "grid.json", how)
@@ -167,6 +170,7 @@ def read_only_grid(grid, tmp_path):
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_status_and_aggregate_read_a_read_only_grid(read_only_grid):
     g, _ = read_only_grid
     st = run_job("status.py", str(g))

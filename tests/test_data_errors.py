@@ -20,6 +20,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from dadf.config import CONFIG_DIR
 from dadf.data import pipeline, shards
 from dadf.data.shards import ShardError
 from dadf.data.sources import DataError, load_source
@@ -29,7 +30,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def dataset_config(name: str, **values):
-    dcfg = OmegaConf.load(REPO / "configs" / "dataset" / f"{name}.yaml")
+    dcfg = OmegaConf.load(Path(CONFIG_DIR) / "dataset" / f"{name}.yaml")
     for key, value in values.items():
         dcfg[key] = value
     return dcfg
@@ -52,6 +53,7 @@ def first_train_shard(out: Path) -> Path:
 # ------------------------------------------------------------------------------------------ 1: the rebuild command
 
 
+@pytest.mark.slow
 def test_corrupt_shard_rebuild_command_runs_as_printed_and_rebuilds(tmp_path):
     """Defect: the printed rebuild command lacked force=true, shards_dir, dataset.root and params, so it rebuilt
     nothing (or another dataset) while reporting success."""
@@ -117,6 +119,7 @@ shards.build_shards(sources.load_source("synthetic"), Path(sys.argv[1]), dataset
 """
 
 
+@pytest.mark.slow
 def test_killed_build_leaves_no_temporary_folder_behind(tmp_path):
     """Defect: a build killed mid-way left <dataset>.tmp-<pid>/ behind forever."""
     dcfg, shards_root = dataset_config("synthetic", root=str(tmp_path)), tmp_path / "shards"
@@ -341,6 +344,7 @@ def test_missing_files_error_lists_exactly_the_absent_ones(tmp_path):
     assert missing == [str(folder / "data_batch_3"), str(folder / "data_batch_5"), str(folder / "test_batch")]
 
 
+@pytest.mark.slow
 def test_data_errors_reach_the_launcher_as_one_clean_line(tmp_path):
     """The launcher and build_shards.py catch ValueError: a corrupt raw file must be one, not an EOFError."""
     truncate(make_mnist(tmp_path))

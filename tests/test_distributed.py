@@ -41,6 +41,7 @@ def run_worker(cell_dir: Path, out: Path, nproc: int) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_the_combined_batch(composer, dirs, tmp_path):
     one = make_cell(composer, [f"runs_dir={tmp_path / 'one'}", dirs[1]], ["trainer.steps=6"])
     two = make_cell(composer, [f"runs_dir={tmp_path / 'two'}", dirs[1]], ["trainer.steps=6"])
@@ -59,6 +60,7 @@ def test_two_process_ddp_matches_one_process_with_the_combined_batch(composer, d
     torch.testing.assert_close(r0["scores"], single["scores"], rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_accumulation_matches_the_full_batch(composer, dirs, tmp_path):
     # An autoencoder: one update per step, so 2 micro-batches of 16 are the same maths as one batch of 32. (In an
     # alternating GAN step the critic's update lands after the last micro-batch, so it is not exact there.)
@@ -105,9 +107,9 @@ def test_val_auroc_selection_keeps_the_best_validated_state(composer, dirs):
     result = run_cell(cell.dir)
     sel = result["selection"]
     assert sel["rule"] == "val_auroc" and sel["step"] in (10, 20, 30, 40)
-    lines = [json.loads(l) for l in (cell.dir / "log.jsonl").read_text().splitlines() if "val_auroc" in l]
-    assert [l["step"] for l in lines] == [10, 20, 30, 40]
-    assert sel["value"] == max(l["val_auroc"] for l in lines)
+    lines = [json.loads(s) for s in (cell.dir / "log.jsonl").read_text().splitlines() if "val_auroc" in s]
+    assert [line["step"] for line in lines] == [10, 20, 30, 40]
+    assert sel["value"] == max(line["val_auroc"] for line in lines)
     best = checkpoint.latest(cell.dir / "checkpoints" / "best")
     assert best is not None and checkpoint.load(best)["step"] == sel["step"]
 
@@ -125,6 +127,7 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+@pytest.mark.slow
 def test_sigusr2_through_submitit_checkpoints_requeues_and_finishes_identically(composer, dirs, tmp_path):
     """A real SIGUSR2 to the running task: the trainer saves at the next step, submitit requeues the job, the new
     task resumes from the checkpoint and ends with the same weights as an uninterrupted run."""
@@ -132,7 +135,8 @@ def test_sigusr2_through_submitit_checkpoints_requeues_and_finishes_identically(
 
     from dadf.grid.runner import CellJob, run_cell
 
-    extra = ["trainer.steps=600", "trainer.log_every=10", "trainer.checkpoint_every=10000", "trainer.keep_checkpoints=5"]
+    extra = ["trainer.steps=600", "trainer.log_every=10", "trainer.checkpoint_every=10000",
+             "trainer.keep_checkpoints=5"]
     ref = make_cell(composer, [f"runs_dir={tmp_path / 'ref'}", dirs[1]], extra)
     cell = make_cell(composer, [f"runs_dir={tmp_path / 'pre'}", dirs[1]], extra)
     run_cell(ref.dir)  # also builds the shards both use
@@ -164,6 +168,7 @@ def test_sigusr2_through_submitit_checkpoints_requeues_and_finishes_identically(
     assert store.read_status(cell.dir)["state"] == store.DONE
 
 
+@pytest.mark.slow
 def test_sigterm_in_foreground_saves_and_records_requeued(composer, dirs, tmp_path):
     cell = make_cell(composer, dirs, ["trainer.steps=100000", "trainer.log_every=10",
                                       "trainer.checkpoint_every=100000"])
@@ -220,6 +225,7 @@ def test_a_signal_the_guard_did_not_act_on_is_passed_on_when_it_is_left():
         signal.signal(signal.SIGUSR2, before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zero_stage", [0, 2])
 def test_deepspeed_engines_per_network_match_ddp(composer, dirs, tmp_path, zero_stage):
     pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install deepspeed)")
@@ -229,8 +235,8 @@ def test_deepspeed_engines_per_network_match_ddp(composer, dirs, tmp_path, zero_
                     f"trainer.zero_stage={zero_stage}"])
     run_worker(ddp.dir, tmp_path / "o_ddp", 2)
     run_worker(ds.dir, tmp_path / "o_ds", 2)
-    logs = [[json.loads(l) for l in (c.dir / "log.jsonl").read_text().splitlines()] for c in (ddp, ds)]
-    assert [l["step"] for l in logs[1]] == [1, 2, 3, 4]
+    logs = [[json.loads(s) for s in (c.dir / "log.jsonl").read_text().splitlines()] for c in (ddp, ds)]
+    assert [line["step"] for line in logs[1]] == [1, 2, 3, 4]
     for a, b in zip(*logs):  # the same losses, step by step
         for k in ("rec", "adv", "critic"):
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (a, b)

@@ -21,6 +21,7 @@ def _launch(composer, overrides, **kw):
     return cells, launch(cells, base.launcher, **kw)
 
 
+@pytest.mark.slow
 def test_quickstart_cli_end_to_end_then_relaunch_skips(dirs, tmp_path):
     args = [*dirs, "trainer.steps=10", "grid.methods=[ae,iforest]", "grid.classes=[0,1,2]", "launcher.workers=2"]
     first = run_job("launch_grid.py", *args)
@@ -37,6 +38,7 @@ def test_quickstart_cli_end_to_end_then_relaunch_skips(dirs, tmp_path):
     assert table in again.stdout  # the same table
 
 
+@pytest.mark.slow
 def test_unknown_option_lists_the_valid_ones(dirs):
     r = run_job("launch_grid.py", *dirs, "grid=nope")
     assert r.returncode != 0

@@ -1,10 +1,9 @@
 """Every registered method trains and separates an easy synthetic problem (a new method is tested for free)."""
 import pytest
 import torch
-
 from conftest import run_one_cell
-from dadf.methods import available, get_method
 
+from dadf.methods import available, get_method
 
 # The adversarial methods' defaults (5 critic steps with a gradient penalty) cost minutes here; one critic step per
 # update still has to separate this easy problem.

@@ -71,6 +71,7 @@ def _dadf_workers_alive(pids: list[int]) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_stopping_the_local_launcher_requeues_running_cells_and_starts_no_more(dirs, tmp_path, sig, code):
     args = [*dirs, *LONG, "grid.classes=[0,1,2]"]
@@ -95,6 +96,7 @@ def test_stopping_the_local_launcher_requeues_running_cells_and_starts_no_more(d
     assert "requeued" in out and "launch the same command again to resume" in out
 
 
+@pytest.mark.slow
 def test_a_killed_local_launcher_leaves_no_worker_behind(dirs, tmp_path):
     proc = _start(*dirs, *LONG, "grid.classes=[0]")
     _wait_for(lambda: _training(tmp_path), what="a cell to train")
@@ -108,6 +110,7 @@ def test_a_killed_local_launcher_leaves_no_worker_behind(dirs, tmp_path):
     assert status["state"] == store.REQUEUED, status
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_debug_launcher_saves_the_cell_and_runs_no_more(dirs, tmp_path):
     proc = _start(*dirs, *LONG, "grid.classes=[0,1]", "launcher=debug")
     _wait_for(lambda: _training(tmp_path), what="a cell to train")
@@ -118,6 +121,7 @@ def test_sigterm_to_the_debug_launcher_saves_the_cell_and_runs_no_more(dirs, tmp
     assert states == [store.PENDING, store.REQUEUED], states
 
 
+@pytest.mark.slow
 def test_a_stopped_grid_resumes_on_the_next_launch_with_identical_results(dirs, tmp_path):
     short = [*dirs, "trainer.steps=120", "trainer.batch_size=16", "trainer.log_every=1", "trainer.checkpoint_every=5",
              "grid.methods=[ae]", "grid.classes=[0]"]
@@ -138,6 +142,7 @@ def test_a_stopped_grid_resumes_on_the_next_launch_with_identical_results(dirs, 
     assert steps == list(range(1, 121)), steps[:20]
 
 
+@pytest.mark.slow
 def test_a_second_launch_of_the_same_grid_says_who_holds_it(dirs, tmp_path):
     proc = _start(*dirs, *LONG, "grid.classes=[0]")
     try:
@@ -150,6 +155,7 @@ def test_a_second_launch_of_the_same_grid_says_who_holds_it(dirs, tmp_path):
         proc.wait()
 
 
+@pytest.mark.slow
 def test_a_cell_is_never_run_by_two_processes(composer, dirs, tmp_path):
     """Two grids may share a cell, or a user may start jobs/train.py by hand: the cell's lock says no."""
     from dadf.grid.cells import expand
@@ -200,6 +206,7 @@ def test_a_corrupt_newest_checkpoint_is_set_aside_and_the_older_one_used(compose
     assert list((cell.dir / "checkpoints").glob("corrupt-step-00000020-*"))
 
 
+@pytest.mark.slow
 def test_the_launcher_exits_non_zero_when_cells_fail_and_lists_them_last(dirs):
     r = run_job("launch_grid.py", *dirs, "trainer.steps=5", "grid.methods=[ae]", "grid.classes=[0,1]",
                 "method.lr=1e30")
@@ -216,6 +223,7 @@ def _tmpfs(path: Path, size: str) -> None:
         pytest.skip(f"cannot mount a small tmpfs to fill up ({r.stderr.strip()}); needs root with CAP_SYS_ADMIN")
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_reported_on_the_cell_and_stops_the_launch_cleanly(dirs, tmp_path):
     runs = tmp_path / "small"
     _tmpfs(runs, "200k")

@@ -11,11 +11,20 @@ from omegaconf import OmegaConf
 from dadf.grid import store
 from dadf.grid.cells import expand
 from dadf.grid.launch import launch
-from dadf.methods.base import DataInfo
-from dadf.methods.omasgan import (NETS_OF, OMASGAN, boundary_loss, detector_loss, dispersion, divergence,
-                                  generator_loss, nearest_distance, retrain_critic_loss)
-from dadf.train import checkpoint
 from dadf.grid.runner import run_cell
+from dadf.methods.base import DataInfo
+from dadf.methods.omasgan import (
+    NETS_OF,
+    OMASGAN,
+    boundary_loss,
+    detector_loss,
+    dispersion,
+    divergence,
+    generator_loss,
+    nearest_distance,
+    retrain_critic_loss,
+)
+from dadf.train import checkpoint
 
 
 def make(steps=(4, 4, 4, 4), **opts):
@@ -148,6 +157,7 @@ def _cell(composer, dirs, *extra):
     return cells[0], composer(overrides)
 
 
+@pytest.mark.slow
 def test_resume_across_a_task_boundary_and_restart_after_a_finished_task(composer, dirs):
     cell, cfg = _cell(composer, dirs)
     summary = launch([cell], cfg.launcher)
@@ -185,6 +195,7 @@ def test_resume_across_a_task_boundary_and_restart_after_a_finished_task(compose
 
 
 # ------------------------------------------------------------------------------------------ the 2-D case
+@pytest.mark.slow
 def test_boundary_samples_leave_the_support_and_the_detector_flags_off_support_points():
     torch.manual_seed(0)  # network initialisation: the test does not depend on the tests run before it
     cfg = OmegaConf.create(dict(name="omasgan", hidden=[32, 32], z_dim=2, q=128, divergence="js", lr=3e-3,

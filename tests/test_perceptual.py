@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from dadf.losses.perceptual import (PerceptualLoss, VGGFeatures, WeightsMissing, channel_stats, load_stats,
-                                    save_stats)
+from dadf.losses.perceptual import PerceptualLoss, VGGFeatures, WeightsMissing, channel_stats, load_stats, save_stats
 
 torch.set_num_threads(1)
 

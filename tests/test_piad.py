@@ -8,6 +8,7 @@ import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 
+from dadf import config
 from dadf.losses.gan import critic_loss, gradient_penalty
 from dadf.losses.weighting import GradNormWeights, WeightPolicyParams
 from dadf.methods import get_method
@@ -74,7 +75,7 @@ def test_weight_policy_refuses_bad_settings():
 
 
 def _piad(size=16, **overrides):
-    cfg = OmegaConf.load("configs/method/piad.yaml")
+    cfg = OmegaConf.create(OmegaConf.to_container(config.node("method", "piad")))  # plain, as a cell.yaml reads
     cfg.vgg_weights = "random"
     for k, v in overrides.items():
         cfg[k] = v
@@ -90,6 +91,7 @@ def _synthetic(size):
     return f(xtr[ytr == 2]), f(xte), torch.from_numpy(yte != 2)
 
 
+@pytest.mark.slow
 def test_short_training_separates_synthetic_anomalies():
     from sklearn.metrics import roc_auc_score
 
@@ -105,6 +107,7 @@ def test_short_training_separates_synthetic_anomalies():
     assert auroc > 0.9, f"AUROC {auroc:.3f}"
 
 
+@pytest.mark.slow
 def test_resume_from_state_continues_identically():
     """A fresh instance loaded from state_dict (networks, optimisers, weight-policy history, VGG statistics)
     continues exactly like the original: the trainer's resume relies on it."""
@@ -112,7 +115,8 @@ def test_resume_from_state_continues_identically():
 
     def step_(m, step):
         x = train[step * 8 : step * 8 + 8]
-        m.begin(StepContext(step=step, global_batch=len(x)))  # as the trainer does: noise depends on (seed, step), not on history
+        # as the trainer does: noise depends on (seed, step), not on history
+        m.begin(StepContext(step=step, global_batch=len(x)))
         return m.train_step({"x": x}, step)
 
     a = _piad(8, weight_period=1, n_critic=1)

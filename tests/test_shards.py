@@ -297,8 +297,10 @@ print((Path(shards_root) / "synthetic" / "index.json").stat().st_ino, int(src.pa
 """
 
 
+@pytest.mark.slow
 def test_processes_starting_together_build_the_shards_once(tmp_path):
-    """Ranks of a cell (or cells of an array) that all find the shards missing: one builds, the others read its build."""
+    """Ranks of a cell (or cells of an array) that all find the shards missing: one builds, the others read its
+    build."""
     import subprocess
     import sys
     import time

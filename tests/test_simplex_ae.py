@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 from accelerate import Accelerator
+from conftest import run_one_cell
 from omegaconf import OmegaConf
 from torch import nn
 
 from dadf.methods import get_method
 from dadf.methods.base import DataInfo
 from dadf.methods.interface import StepContext
-from conftest import run_one_cell
 
 torch.set_num_threads(1)
 

@@ -80,7 +80,7 @@ def test_sources_known_by_their_data_only_declare_no_classes():
 def test_digits_shapes_split_and_scaling():
     src = load_source("digits")
     assert src.kind == IMAGE and src.classes == tuple("0123456789")
-    (xtr, ytr), (xte, yte) = src.parts["train"], src.parts["test"]
+    (xtr, ytr), (_, yte) = src.parts["train"], src.parts["test"]
     assert set(src.parts) == {"train", "test"}
     assert len(ytr) + len(yte) == 1797 and abs(len(ytr) - len(yte)) <= 1
     assert xtr.dtype == np.uint8 and xtr.shape[1:] == (1, 8, 8) and ytr.dtype == np.int64
@@ -371,6 +371,7 @@ def test_real_mnist():
     assert np.all(np.bincount(src.parts["test"][1]) > 800)
 
 
+@pytest.mark.slow
 @needs("notMNIST/raw/t10k-images-idx3-ubyte.gz")
 def test_real_notmnist():
     src = load_source("notmnist", DATA)
@@ -378,6 +379,7 @@ def test_real_notmnist():
     assert src.classes == tuple("ABCDEFGHIJ") and src.sample_shape == (1, 28, 28)
 
 
+@pytest.mark.slow
 @needs("omniglot/images_background_small1.zip", "omniglot/images_background_small2.zip")
 def test_real_omniglot():
     src = load_source("omniglot", DATA)
@@ -398,6 +400,7 @@ def test_real_cifar10_jpg():
     assert src.classes[0] == "airplane" and src.meta["split_test"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, shape, outliers", [("thyroid", (3772, 6), 93), ("arrhythmia", (452, 274), 66)])
 def test_real_odds(name, shape, outliers):
     if not (DATA / "odds" / f"{name}.mat").exists():

@@ -33,14 +33,15 @@ def shard_dir(dcfg: DictConfig, shards_root: str | Path) -> Path:
     return Path(shards_root) / dcfg.name
 
 
-_DATASET_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset"
+# dadf.config.CONFIG_DIR's dataset files (not imported from there: dadf.config imports dadf.data)
+_DATASET_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
 _UNSET = object()
 
 
 def rebuild_overrides(dcfg: DictConfig) -> list[str]:
     """The `jobs/build_shards.py` overrides, beyond `dataset=<name>`, that compose this dataset config: its data
     root, and each setting that shapes the shards (source, size, channels, params) or fetches the data (download)
-    where it differs from configs/dataset/<name>.yaml."""
+    where it differs from dadf/configs/dataset/<name>.yaml."""
     path = _DATASET_CONFIGS / f"{dcfg.name}.yaml"
     default = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {}
     wanted = {**source_params(dcfg), "download": bool(dcfg.download)}

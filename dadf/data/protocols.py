@@ -4,17 +4,20 @@ Every split is a pure function of (source content, protocol, params, seed): the 
 seeded with the seed and a stable digest of the protocol name, never Python's salted ``hash()``.
 Rows are referenced by (source id, part, index) into ``source.parts[part]``; no pixels are copied.
 
-A protocol is one split function decorated with ``@register(name, layout=..., params=...)`` plus its
-``configs/protocol/<name>.yaml``; ``layout`` names the results-table layout (``dadf/grid/layouts.py``).
+A protocol is one split function decorated with ``@register(name, layout=..., params=...)``; ``layout`` names the
+results-table layout (``dadf/grid/layouts.py``), ``params`` is the dataclass of its parameters: their types and
+defaults (``MISSING`` for none), which is also its config (``protocol=<name>``; dadf/config.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+from omegaconf import MISSING
 
 from dadf.data.types import PRIMARY, SECONDARY, Source, Split, Subset
 
@@ -36,6 +39,7 @@ class Protocol:
     layout: str  # the results-table layout of its grids
     params: dict[str, object]  # parameter -> default (or REQUIRED)
     checks: dict[str, Check]  # parameter -> its check
+    schema: type | None  # the params dataclass (the config's schema); None when registered with a plain dict
 
     def fill(self, params: dict) -> dict:
         """`params` with the defaults filled in; unknown and missing required parameters are errors."""
@@ -186,9 +190,19 @@ _CHECKS: dict[str, Check] = {
 }
 
 
-def register(name: str, *, layout: str, params: dict[str, object], checks: dict[str, Check] | None = None):
-    """Register `fn(rng, source, params, secondary) -> Split` as protocol `name`, with its parameters' defaults
-    (REQUIRED for none) and the results-table layout its grids use."""
+def _defaults(schema: type) -> dict[str, object]:
+    """{parameter: default or REQUIRED} of a params dataclass; its `secondary` field names the dataset handed to the
+    split as `secondary`, not a parameter."""
+    return {f.name: REQUIRED if f.default == MISSING else f.default
+            for f in dataclasses.fields(schema) if f.name != "secondary"}
+
+
+def register(name: str, *, layout: str, params: type | dict[str, object], checks: dict[str, Check] | None = None):
+    """Register `fn(rng, source, params, secondary) -> Split` as protocol `name`, with its parameters (a dataclass
+    of their types and defaults, or a plain dict {parameter: default or REQUIRED}) and the results-table layout
+    its grids use."""
+    schema = params if dataclasses.is_dataclass(params) else None
+    params = _defaults(schema) if schema else dict(params)
     checks = {**_CHECKS, **(checks or {})}
     unchecked = sorted(set(params) - set(checks))
     if unchecked:
@@ -198,7 +212,7 @@ def register(name: str, *, layout: str, params: dict[str, object], checks: dict[
     def wrap(fn: Callable) -> Callable:
         if name in PROTOCOLS:
             raise ValueError(f"protocol {name!r} is registered twice")
-        PROTOCOLS[name] = Protocol(name, fn, layout, dict(params), {k: checks[k] for k in params})
+        PROTOCOLS[name] = Protocol(name, fn, layout, params, {k: checks[k] for k in params}, schema)
         return fn
 
     return wrap
@@ -237,8 +251,35 @@ def _n_of(fraction: float, n: int) -> int:
 # --------------------------------------------------------------------------------------------------
 # Protocols.
 
-_ONE_CLASS = {"target_class": REQUIRED, "val_fraction": 0.0, "val_anomalies": 0}
-_WITH_P = {"target_class": REQUIRED, "p": REQUIRED, "val_fraction": 0.0, "val_anomalies": 0}
+@dataclass
+class OneClassParams:
+    target_class: int | str = MISSING  # a class index or name; a grid's `classes` sets it, one cell per class
+    val_fraction: float = 0.0  # share of the normal training rows held out for validation
+    val_anomalies: int = 0  # anomalies held out for validation
+
+
+@dataclass
+class WithPParams(OneClassParams):
+    p: int | float = MISSING  # percent of the normal training count (a grid's axis sets it)
+
+
+@dataclass
+class OODParams:
+    secondary: str | None = None  # the anomalies' dataset: a file of dadf/configs/dataset/ (root: dataset.root's)
+    ratio: float = 0.2  # test anomalies, as a share of the test set
+    val_anomalies: int = 50
+    val_fraction: float = 0.0
+
+
+@dataclass
+class TabularParams:
+    train_fraction: float = 0.5
+
+
+@dataclass
+class GPNDParams:
+    target_class: int | str = MISSING
+    train_fraction: float = 0.8
 
 
 def _one_class(rng, source: Source, params: dict, protocol: str, *, normal_is_target: bool,
@@ -267,17 +308,17 @@ def _one_class(rng, source: Source, params: dict, protocol: str, *, normal_is_ta
     return Split(train=_concat(train), val=val, test=_subset(test_rows, test_truth, test_truth))
 
 
-@register("loo", layout="per_class", params=_ONE_CLASS)
+@register("loo", layout="per_class", params=OneClassParams)
 def _loo(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     return _one_class(rng, source, params, "loo", normal_is_target=False)
 
 
-@register("ovr", layout="per_class", params=_ONE_CLASS)
+@register("ovr", layout="per_class", params=OneClassParams)
 def _ovr(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     return _one_class(rng, source, params, "ovr", normal_is_target=True)
 
 
-@register("ood", layout="ood", params={"ratio": 0.2, "val_anomalies": 50, "val_fraction": 0.0})
+@register("ood", layout="ood", params=OODParams)
 def _ood(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     if secondary is None:
         raise ProtocolError("protocol 'ood' needs a secondary dataset (the anomalies); none was given")
@@ -311,18 +352,18 @@ def _ood(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     )
 
 
-@register("corruption", layout="by_p", params=_WITH_P)
+@register("corruption", layout="by_p", params=WithPParams)
 def _corruption(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     # hidden contamination: told normal, truly anomalous
     return _one_class(rng, source, params, "corruption", normal_is_target=True, extra_label=0)
 
 
-@register("semisup", layout="by_p", params=_WITH_P)
+@register("semisup", layout="by_p", params=WithPParams)
 def _semisup(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     return _one_class(rng, source, params, "semisup", normal_is_target=True, extra_label=1)
 
 
-@register("tabular", layout="tabular", params={"train_fraction": 0.5})
+@register("tabular", layout="tabular", params=TabularParams)
 def _tabular(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     _require_parts(source, "tabular", "all")
     rows = _part_rows(source, "all")
@@ -334,7 +375,7 @@ def _tabular(rng, source: Source, params: dict, secondary: Source | None) -> Spl
                  info={"anomaly_ratio": anomaly_ratio})
 
 
-@register("gpnd", layout="per_class", params={"target_class": REQUIRED, "train_fraction": 0.8})
+@register("gpnd", layout="per_class", params=GPNDParams)
 def _gpnd(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     target = params["target_class"]
     pooled = _concat_rows([_part_rows(source, part) for part in source.parts])

@@ -8,21 +8,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dadf import config
 from dadf.data.pipeline import class_count
 from dadf.provenance import config_hash
 
 Compose = Callable[[list[str]], DictConfig]
-
-# Keys that say where things are or how they are watched, not what is computed: kept out of the cell's identity.
-_UNHASHED = {
-    "dataset": ("root", "download"),
-    "trainer": ("progress", "num_threads", "log_every", "device", "sync_every", "data_on_device"),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,14 +43,15 @@ def _strip(overrides: list[str], key: str) -> tuple[list[str], list[str]]:
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The part of a cell config that determines its result."""
+    """The part of a cell config that determines its result: the schemas (dadf/config.py) say which fields only
+    say where things are or how they are watched."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    ident = {k: data[k] for k in ("seed", "method", "dataset", "protocol", "trainer")}
-    for group, keys in _UNHASHED.items():
-        ident[group] = {k: v for k, v in ident[group].items() if k not in keys}
+    ident = {"seed": data["seed"]}
+    for group in ("method", "dataset", "protocol", "trainer"):
+        ident[group] = config.hashed(group, data[group])
     sec = ident["protocol"].get("secondary")
     if isinstance(sec, dict):
-        ident["protocol"]["secondary"] = {k: v for k, v in sec.items() if k not in _UNHASHED["dataset"]}
+        ident["protocol"]["secondary"] = config.hashed("dataset", sec)
     return ident
 
 
@@ -114,7 +110,12 @@ class GridError(ValueError):
 
 
 def _refused_key(error: Exception, keys: set[str]) -> str | None:
-    """The config key a Hydra composition error is about, when it is one of ``keys``."""
+    """The config key a Hydra composition error is about, when it is one of ``keys``; None for a value its
+    schema's type refuses (the key is there: that is another error)."""
+    from omegaconf.errors import ValidationError
+
+    if isinstance(error.__cause__, ValidationError):
+        return None
     text = f"{error}\n{error.__cause__ or ''}"
     for key in re.findall(r"'([^'\s]+)'", text) + re.findall(r"full_key: (\S+)", text):
         if key in keys:
@@ -125,7 +126,8 @@ def _refused_key(error: Exception, keys: set[str]) -> str | None:
 def _compose_dropping(compose: Compose, attempt: list[tuple[str, str]]):
     """Compose ``attempt`` ([(override, origin)]); while Hydra refuses an override's key (the method has no such
     option), drop every override of that key and compose again, to find all the keys the method refuses. Returns
-    (config or None, [(origin, override, key)] dropped, the first line of another composition error or None).
+    (config or None, [(origin, override, key)] dropped, the first line of another composition error (and of its
+    cause) or None).
 
     launch_grid's ``compose`` puts the user's overrides in front of every composition, so a dropped user override
     may come back: then the search stops at the first refused key of this method."""
@@ -139,8 +141,8 @@ def _compose_dropping(compose: Compose, attempt: list[tuple[str, str]]):
             keys = {_key_of(o) for o, origin in attempt if origin != "method"} | dropped_keys
             key = _refused_key(e, keys)
             if key is None:
-                text = str(e).strip()
-                return None, dropped, text.splitlines()[0] if text else type(e).__name__
+                lines = [str(x).strip().splitlines()[0] for x in (e, e.__cause__) if x is not None and str(x).strip()]
+                return None, dropped, ": ".join(lines) or type(e).__name__
             if key in dropped_keys:
                 return None, dropped, None
             dropped_keys.add(key)
@@ -181,9 +183,8 @@ def _composition_problems(g: DictConfig, methods: list[str], method_overrides: d
 
 
 def _class_list(spec, num_classes: int, protocol: DictConfig) -> list[int | None]:
-    if "target_class" not in protocol:
-        return [None]
-    if spec is None:
+    # keys(), not `in`: `in` is False while target_class is still ??? (required, set below for each class)
+    if "target_class" not in protocol.keys() or spec is None:
         return [None]
     if spec == "all":
         return list(range(int(num_classes)))
@@ -235,7 +236,7 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
                     failed[error].append(method)
             if dropped or error is not None:
                 continue
-            with open_dict(cfg):  # from the data (or what its source declares), frozen with the cell
+            with open_dict(cfg.dataset):  # from the data (or what its source declares), frozen with the cell
                 cfg.dataset.num_classes = class_count(cfg.dataset, cfg.shards_dir)
             classes = [int(c) for c in user_classes] or _class_list(g.classes, cfg.dataset.num_classes, cfg.protocol)
             for cls, seed in itertools.product(classes, seeds):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
@@ -23,6 +24,8 @@ from tqdm.auto import tqdm
 from dadf.grid import locks, store
 from dadf.grid.cells import Cell
 from dadf.train.preemption import Preempted, PreemptionGuard
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -205,9 +208,9 @@ class _Local:
         busy = [w for w in self.workers if w.cell is not None]
         why = (signal.Signals(self.stop.signum).name if self.stop.signum else "disk full")
         if busy:
-            tqdm.write(f"stopping ({why}): {len(busy)} running cell(s) save a checkpoint and are requeued; "
-                       f"{len(self.pending)} queued cell(s) do not start"
-                       + ("; Ctrl-C again to stop at once" if self.stop.signum else ""), file=sys.stdout)
+            again = "; Ctrl-C again to stop at once" if self.stop.signum else ""
+            log.info("stopping (%s): %d running cell(s) save a checkpoint and are requeued; %d queued cell(s) do not "
+                     "start%s", why, len(busy), len(self.pending), again)
         for w in self.workers:
             with contextlib.suppress(ProcessLookupError):
                 if w.proc.pid:
@@ -357,7 +360,7 @@ def launch(cells: list[Cell], lcfg: DictConfig, force: bool = False, retry_faile
         return summary
     grid_dir = Path(cells[0].dir).parent
     with locks.hold(grid_dir / ".launch.lock", f"grid {grid_dir}", wait=bool(lcfg.get("wait", False)), busy=GridBusy,
-                    on_wait=lambda who: print(f"waiting for the launch that holds {grid_dir}: {who}", flush=True)), \
+                    on_wait=lambda who: log.info("waiting for the launch that holds %s: %s", grid_dir, who)), \
             PreemptionGuard() as stop:
         todo, skipped = prepare(cells, force, retry_failed, summary)
         summary.skipped = [c.id for c in skipped]

@@ -8,8 +8,17 @@ import io
 import re
 
 from dadf.grid import store
-from dadf.grid.table import (Entry, PaperRow, Table, delta, mean_std, paper_value, row_average, row_average_std,
-                             seed_counts)
+from dadf.grid.table import (
+    Entry,
+    PaperRow,
+    Table,
+    delta,
+    mean_std,
+    paper_value,
+    row_average,
+    row_average_std,
+    seed_counts,
+)
 
 MISSING = "–"
 
@@ -79,7 +88,7 @@ def _paper_line(table: Table, group: list[PaperRow]) -> tuple[list[str], list[st
             values.append(MISSING if v is None else f"{v:.3f}")
             d, flag = delta(table, pr, c, m) if pr is not None else (None, "")
             deltas.append(flag if d is None and flag else (MISSING if d is None else f"{d:+.3f}{flag}"))
-    return [label, *values], ([f"↳ Δ dadf − paper", *deltas] if first.of is not None else None)
+    return [label, *values], (["↳ Δ dadf − paper", *deltas] if first.of is not None else None)
 
 
 def _body(table: Table) -> list[list[str]]:

@@ -31,7 +31,8 @@ def provenance_row(rec: CellRecord, metrics: list[str]) -> list[str]:
     link = f"[{rec.id}]({rec.id}/cell.yaml)" if rec.dir is not None and (rec.dir / "cell.yaml").exists() else rec.id
     vals = [_fmt((res.get("metrics") or {}).get(m)) for m in metrics]
     sel_text = f"{sel.get('rule', '?')}@{sel.get('step', '?')}" if sel else "–"
-    hw_text = (f"{hw.get('device', '?')}×{hw.get('num_processes', '?')} {hw.get('precision_effective', hw.get('precision', '?'))}"
+    precision = hw.get("precision_effective", hw.get("precision", "?"))
+    hw_text = (f"{hw.get('device', '?')}×{hw.get('num_processes', '?')} {precision}"
                if hw else "–")
     code_text = f"{code.get('dadf', '?')} {str(code.get('git_commit', '?'))[:12]}" if code else "–"
     return [link, state.replace("|", "/").replace("\n", " ")[:120], *vals, _fmt(rec.cell.get("seed"), "d"),
@@ -56,7 +57,8 @@ def _grid_provenance(records: list[CellRecord]) -> list[str]:
              f"{', '.join(distinct(lambda r: (r.get('code') or {}).get('git_commit')))}",
              f"- hardware: {', '.join(distinct(lambda r: _hw(r)))}",
              f"- model selection: {', '.join(distinct(lambda r: (r.get('selection') or {}).get('rule')))}",
-             f"- wall time: {sum(float(r.get('wall_time_s') or 0) for r in done):.1f} s over {len(done)} finished cells"]
+             f"- wall time: {sum(float(r.get('wall_time_s') or 0) for r in done):.1f} s over {len(done)} finished "
+             f"cells"]
     if len(distinct(lambda r: (r.get("code") or {}).get("git_commit"))) > 1:
         lines.append("- **warning**: the cells come from different commits; check the provenance table below.")
     return lines

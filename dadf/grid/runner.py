@@ -32,10 +32,10 @@ from dadf.grid.cells import identity
 from dadf.methods import get_method
 from dadf.methods.base import DataInfo, Method
 from dadf.provenance import code_version, config_hash, hardware
-from dadf.train.loop import Schedule, Trainer, effective_precision, make_accelerator, score_distributed, \
-    seed_everything
+from dadf.train.loop import Schedule, Trainer, effective_precision, make_accelerator, score_distributed, seed_everything
 from dadf.train.preemption import Preempted, PreemptionGuard
 from dadf.train.strategy import make_strategy
+
 
 class CellBusy(locks.Busy):
     """Another process is running this cell right now."""
@@ -194,7 +194,8 @@ def run_cell(cell_dir: str | Path, progress: bool = False) -> dict:
     cell_dir = Path(cell_dir)
     cfg = store.read_cell_config(cell_dir)
     main = _rank() == 0
-    with locks.hold(cell_dir / store.CELL_LOCK, f"cell {cell_dir.name}", busy=CellBusy) if main else contextlib.nullcontext():
+    lock = locks.hold(cell_dir / store.CELL_LOCK, f"cell {cell_dir.name}", busy=CellBusy) if main else None
+    with lock or contextlib.nullcontext():
         if main:
             store.write_status(cell_dir, store.RUNNING)
         try:

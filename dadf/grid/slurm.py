@@ -19,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dadf.config import SlurmLauncher
 from dadf.grid import locks, store
 
 RECORD = "slurm.json"  # per cell: {"jobs": [{"job_id", "submitted", "stdout", "stderr", "resources"}]}
@@ -28,19 +29,23 @@ ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"
                  "SUSPENDED", "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 
 
+_DEFAULTS = SlurmLauncher()
+
+
 @dataclass(frozen=True)
 class Resources:
-    """What one cell asks for. Set defaults at the top of configs/launcher/slurm.yaml, refine them in resources."""
+    """What one cell asks for: launcher=slurm's keys of the same names (their defaults and meaning:
+    dadf.config.SlurmLauncher), refined per method / dataset in its ``resources``."""
 
-    gpus: int = 0                 # GPUs per cell (per node)
-    tasks: int | None = None      # processes per cell; None = max(1, gpus), one DDP rank per GPU
-    cpus: int = 4                 # CPUs per task
-    mem_gb: float = 16            # memory per cell (node), GB
-    time_min: int = 120           # wall-time limit per job run; a requeued run gets a fresh limit
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
+    gpus: int = _DEFAULTS.gpus
+    tasks: int | None = _DEFAULTS.tasks  # None = max(1, gpus), one DDP rank per GPU
+    cpus: int = _DEFAULTS.cpus  # per task
+    mem_gb: float = _DEFAULTS.mem_gb  # per cell (node)
+    time_min: int = _DEFAULTS.time_min  # per job run; a requeued run gets a fresh limit
+    partition: str | None = _DEFAULTS.partition
+    account: str | None = _DEFAULTS.account
+    qos: str | None = _DEFAULTS.qos
+    constraint: str | None = _DEFAULTS.constraint
 
     @property
     def ntasks(self) -> int:
@@ -54,8 +59,7 @@ class Resources:
 
 
 RESOURCE_KEYS = [f.name for f in fields(Resources)]
-LAUNCHER_KEYS = ["name", *RESOURCE_KEYS, "resources", "array_parallelism", "signal_delay_s", "max_num_timeout",
-                 "setup", "additional_parameters", "job_name", "logs_dir", "python", "squeue_timeout_s"]
+LAUNCHER_KEYS = [f.name for f in fields(SlurmLauncher)]
 
 
 class SlurmError(RuntimeError):
@@ -63,7 +67,8 @@ class SlurmError(RuntimeError):
 
 
 def check_config(lcfg: DictConfig) -> None:
-    """Refuse unknown keys (with the valid list) in the launcher config and in each resources entry."""
+    """Refuse unknown keys (with the valid list) in the launcher config and in each resources entry. Hydra already
+    refuses an unknown top-level key when it composes (the schema), not one inside ``resources`` (untyped there)."""
     unknown = sorted(set(lcfg.keys()) - set(LAUNCHER_KEYS))
     if unknown:
         raise ValueError(f"launcher=slurm: unknown key(s) {unknown}; valid keys: {', '.join(LAUNCHER_KEYS)}")

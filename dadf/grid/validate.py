@@ -20,7 +20,8 @@ import re
 import sys
 import types
 import typing
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -122,7 +123,7 @@ def _trainer_problems(t: dict, processes: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- method
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def params_class(method: str) -> type | None:
     """The params dataclass the registered method builds with ``method_params(cfg, <class>)``; None if unknown."""
     import dadf.methods  # noqa: F401 -- registers every method
@@ -321,7 +322,7 @@ def _protocol_problems(p: dict, d: dict) -> list[str]:
     refusal = _fits(name, source, secondary)
     if refusal and secondary is None and not _fits(name, source, source):
         # it splits once given any secondary dataset: the secondary is what is missing
-        out.append(f"protocol.secondary=null (protocol {name}) must name a dataset of configs/dataset/: {refusal}")
+        out.append(f"protocol.secondary=null (protocol {name}) must name a dataset of dadf/configs/dataset/: {refusal}")
     elif refusal:
         fitting = [q for q in protocols.PROTOCOLS if not _fits(q, source, secondary or source)]
         out.append(f"protocol={name} does not fit dataset={d.get('name')} ({source.kind}, parts "

@@ -86,7 +86,8 @@ class VGGFeatures(nn.Module):
 
 
 @torch.no_grad()
-def channel_stats(features: VGGFeatures, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats(features: VGGFeatures, images: torch.Tensor,
+                  batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of the features over all positions of all ``images`` (the normalising mu, sigma)."""
     s = s2 = None
     n = 0

@@ -99,9 +99,9 @@ class GradNormWeights:
         return self.gammas.get(name, self.p.initial)
 
     def state_dict(self) -> dict:
-        return {"history": {k: {l: list(v) for l, v in d.items()} for k, d in self.history.items()},
+        return {"history": {k: {name: list(v) for name, v in d.items()} for k, d in self.history.items()},
                 "gammas": dict(self.gammas)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.history = {k: {l: list(v) for l, v in d.items()} for k, d in state["history"].items()}
+        self.history = {k: {name: list(v) for name, v in d.items()} for k, d in state["history"].items()}
         self.gammas = dict(state["gammas"])

@@ -1,5 +1,5 @@
 """Registered methods. Every module in this package is imported here, so a new method only needs its own module
-with ``@register("name")`` and ``configs/method/<name>.yaml``."""
+with ``@register("name", params=<its params dataclass>)``: the dataclass is its config (``method=<name>``)."""
 import importlib
 import pkgutil
 

@@ -21,6 +21,9 @@ from dadf.nets.layers import leaky_relu, mlp
 
 @dataclasses.dataclass
 class AAEParams:
+    """AE + a latent critic matching the codes to N(0, I); anomaly score = L2 reconstruction error. No BatchNorm in
+    the critic (a DDP-safe GAN-style baseline)."""
+
     latent_dim: int = 16
     width: int = 32
     lr: float = 1e-3
@@ -39,7 +42,7 @@ class _AE(nn.Module):
         return z, self.dec(z)
 
 
-@register("aae")
+@register("aae", params=AAEParams)
 class AdversarialAutoencoder(TorchMethod):
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)

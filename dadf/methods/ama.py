@@ -44,17 +44,20 @@ ABLATIONS = {
 
 @dataclasses.dataclass
 class AMAParams:
+    """The paper's values are the defaults; every point where the authors' code differs is a switch (noted
+    "authors' code")."""
+
     arch: str = "auto"  # auto | resnet32 | grey28 | mlp (nets by data shape: dadf/nets/gan.py)
     z_dim: int | None = None  # None: the paper's (128 resnet32, 64 grey28, preset for mlp)
     lipschitz: str = "auto"  # sn | gp | sn+gp; auto: sn for resnet32 (supp. Table 1), gp for the others
     gp_weight: float = 10.0
-    critic_steps: int = 5
+    critic_steps: int = 5  # critic updates per E/G update, on the same batch (authors' code)
     lr: float = 3.0e-4
-    betas_gd: tuple[float, float] = (0.0, 0.9)  # generator and critic
+    betas_gd: tuple[float, float] = (0.0, 0.9)  # Adam betas of the generator and the critic
     betas_e: tuple[float, float] = (0.5, 0.9)  # encoder
     lr_milestones: tuple[int, ...] = (30, 60, 90)  # epochs where the LR is multiplied by lr_gamma
     lr_gamma: float = 0.1
-    lambda_reg: float = 1.0
+    lambda_reg: float = 1.0  # weight of ||E(x)|| (unsquared L2)
     lambda_inter: float = 0.5
     lambda_neg: float = 5.0
     mirrored: bool = True  # false: plain Wasserstein, the critic sees x̂ alone (Table 1 "w/o mirrored loss")
@@ -135,7 +138,7 @@ def neg_log_density(r: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return 0.5 * ((r.double() - mean) / std).pow(2) + math.log(std) + 0.5 * math.log(2 * math.pi)
 
 
-@register("ama")
+@register("ama", params=AMAParams)
 class AMA(TorchMethod):
     uses_labelled_anomalies = True  # semisup: real anomalies are negatives; other protocols give only normals
 

@@ -13,13 +13,15 @@ from dadf.nets.baseline import decoder, encoder
 
 @dataclasses.dataclass
 class AEParams:
+    """Conv for images of 16 px and more, MLP otherwise; anomaly score = L2 reconstruction error."""
+
     latent_dim: int = 32
-    width: int = 32
+    width: int = 32  # channels of the first conv layer (doubled per downsampling) / MLP hidden units / 4
     lr: float = 1e-3
     weight_decay: float = 0.0
 
 
-@register("ae")
+@register("ae", params=AEParams)
 class Autoencoder(TorchMethod):
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)

@@ -12,13 +12,16 @@ from dadf.nets.baseline import encoder
 
 @dataclasses.dataclass
 class SVDDParams:
+    """A bias-free encoder maps normals near a fixed centre c (the mean of the initial codes); anomaly score =
+    squared distance to c."""
+
     latent_dim: int = 32
     width: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-6
 
 
-@register("deep_svdd")
+@register("deep_svdd", params=SVDDParams)
 class DeepSVDD(TorchMethod):
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)

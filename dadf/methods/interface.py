@@ -73,7 +73,7 @@ class Strategy(abc.ABC):
         """The strategy's own state for checkpoints (a loss scaler), or None."""
         return None
 
-    def load_state_dict(self, state: dict | None) -> None:
+    def load_state_dict(self, state: dict | None) -> None:  # noqa: B027 -- most strategies keep no state
         pass
 
 

@@ -128,6 +128,9 @@ def detector_loss(v_b, v_x, v_gp, delta) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------ method
 @dataclasses.dataclass
 class OmasganParams:
+    """Task 1 f-divergence GAN, Task 2 boundary generator B, Task 3 negative retraining of G' and the anomaly
+    discriminator J. Score AS(x) = J(x) + lam * fD(G', delta_x)."""
+
     arch: str = "auto"  # auto | dcgan | resnet32 | mlp (see dadf/nets/omasgan.py)
     z_dim: int = 128  # the paper: z ~ N(0, I_128)
     hidden: tuple[int, ...] = (128, 128)  # mlp widths of generators and critics
@@ -175,7 +178,7 @@ class OmasganParams:
             raise ValueError(f"omasgan: delta={self.delta} must lie in [0, 1]")
 
 
-@register("omasgan")
+@register("omasgan", params=OmasganParams)
 class OMASGAN(TorchMethod):
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)

@@ -24,24 +24,28 @@ from dadf.nets.piad import Encoder, Generator, ImageCritic, LatentCritic, widths
 
 @dataclasses.dataclass
 class PIADParams:
+    """E, G, WGAN-GP critics D_X (images, minibatch-stddev) and D_Z (codes); reconstruction loss and anomaly score
+    rel-perc-L1 on VGG19 relu4_2; gradient-normalising weights. One trainer step = one critic step or one E/G step:
+    the paper's N iterations are N x (n_critic + 1) trainer steps."""
+
     widths: str = "small"  # small (Table 1: MNIST/fMNIST/COIL) | cifar10 (Table 2) | wide64 (Table 3-like)
     rec_loss: str = "rel_perc_l1"  # l2 | perc | perc_l1 | rel_perc_l1 (Table 3 right ablations); also the score
     weighting: str = "gradnorm"  # gradnorm | fixed (gamma_g, gamma_e as given)
     gamma_g: float = 1.0  # fixed weights; with gradnorm the weights before the first update (paper: 1)
     gamma_e: float = 1.0
     weight_period: int = 100  # generator iterations between gradient records / weight updates
-    weight_history: int = 200
-    weight_smoothing: float = 0.05
-    weight_reduce: str = "median"
+    weight_history: int = 200  # records kept per loss and layer
+    weight_smoothing: float = 0.05  # EWMA alpha
+    weight_reduce: str = "median"  # median | mean over layers of adv/rec ratios
     weight_norm: str = "std"  # std (authors' implementation) | l2 (paper's Algorithm 2)
-    n_critic: int = 2
-    lr_gen: float = 2.0e-4
+    n_critic: int = 2  # critic steps per E/G step (3 for 64x64 in the paper)
+    lr_gen: float = 2.0e-4  # E and G (supplementary section 1)
     lr_critic: float = 5.0e-4
     betas: tuple = (0.5, 0.99)
     gp_weight: float = 10.0
-    drift: float = 1.0e-3
+    drift: float = 1.0e-3  # weight of E[D(real)^2]
     vgg_weights: str = "imagenet"  # imagenet | /path/to/vgg19.pth | random (tests only; not the paper's loss)
-    vgg_download: bool = False
+    vgg_download: bool = False  # true: torchvision downloads the ImageNet weights into the torch hub cache
     vgg_stats: str = "none"  # none (mu 0, sigma 1) | /path/to/stats.pt | train (seeded normal training images)
     vgg_stats_images: int = 1000  # images drawn (seeded) from the training set for vgg_stats=train
 
@@ -56,7 +60,7 @@ class PIADParams:
 LOSS_KEYS = ("dx_loss", "dx_gp", "dz_loss", "dz_gp", "rec", "adv_g", "adv_e", "gamma_g", "gamma_e")
 
 
-@register("piad")
+@register("piad", params=PIADParams)
 class PIAD(TorchMethod):
     _last = None  # the latest value of every loss, for the trainer's log (see train_step)
 

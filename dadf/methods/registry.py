@@ -1,14 +1,17 @@
-"""Methods register themselves by name; configs name them with ``method.name``."""
+"""Methods register themselves by name, with the dataclass of their parameters; configs name them with
+``method.name``. The params dataclass is the method's config schema: ``method=<name>`` composes its defaults
+(dadf/config.py registers it in Hydra's ConfigStore)."""
 from __future__ import annotations
 
 _METHODS: dict[str, type] = {}
 
 
-def register(name: str):
+def register(name: str, *, params: type):
     def deco(cls):
         if name in _METHODS:
             raise ValueError(f"method {name!r} is registered twice ({_METHODS[name].__module__}, {cls.__module__})")
         cls.name = name
+        cls.params_class = params
         _METHODS[name] = cls
         return cls
 
@@ -24,6 +27,6 @@ def get_method(name: str) -> type:
         return _METHODS[name]
     except KeyError:
         raise KeyError(
-            f"unknown method {name!r}; registered methods: {', '.join(available())}. "
-            f"A new method registers itself with @register('name') in dadf/methods/ and gets configs/method/<name>.yaml"
+            f"unknown method {name!r}; registered methods: {', '.join(available())}. A new method registers itself "
+            f"with @register('name', params=<its params dataclass>) in dadf/methods/"
         ) from None

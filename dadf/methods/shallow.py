@@ -13,14 +13,16 @@ from dadf.methods.registry import register
 
 @dataclasses.dataclass
 class OCSVMParams:
+    """scikit-learn's One-Class SVM on flattened inputs; anomaly score = -decision_function."""
+
     kernel: str = "rbf"
     nu: float = 0.1
-    gamma: str | float = "scale"
-    pca_components: int | None = None
-    max_train: int | None = 10000
+    gamma: str | int | float = "scale"  # scale | auto | a number
+    pca_components: int | None = None  # reduce flattened inputs to this many principal components first (null: none)
+    max_train: int | None = 10000  # subsample the training set above this size (the fit is quadratic)
 
 
-@register("ocsvm")
+@register("ocsvm", params=OCSVMParams)
 class OCSVM(ShallowMethod):
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)
@@ -35,13 +37,15 @@ class OCSVM(ShallowMethod):
 
 @dataclasses.dataclass
 class IForestParams:
+    """scikit-learn's Isolation Forest on flattened inputs; anomaly score = -score_samples."""
+
     n_estimators: int = 100
-    max_samples: str | int = "auto"
+    max_samples: str | int = "auto"  # auto | a number of samples per tree
     pca_components: int | None = None
     max_train: int | None = None
 
 
-@register("iforest")
+@register("iforest", params=IForestParams)
 class IForest(ShallowMethod):
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)
@@ -57,12 +61,14 @@ class IForest(ShallowMethod):
 
 @dataclasses.dataclass
 class KDEParams:
-    bandwidth: str | float = "scott"
-    pca_components: int | None = 32
+    """scikit-learn's Gaussian kernel density on flattened inputs; anomaly score = -log density."""
+
+    bandwidth: str | int | float = "scott"  # a number, or scott | silverman
+    pca_components: int | None = 32  # KDE in raw pixel space is meaningless: reduce first (null: none)
     max_train: int | None = 10000
 
 
-@register("kde")
+@register("kde", params=KDEParams)
 class KDE(ShallowMethod):
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)

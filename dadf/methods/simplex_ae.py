@@ -26,14 +26,17 @@ TABULAR_HPARAMS = {121: (1e-4, 0.5, "adam"), 274: (2e-4, 0.3, "adam"), 6: (2e-5,
 
 @dataclasses.dataclass
 class SimplexParams:
+    """D_recon (mirrored Wasserstein) + D_inter regressing 1 - alpha_i; score = R(x). None = the paper's value for
+    the data shape (32x32: lr 3e-4; 28x28: lr 1e-4; tabular: supp. Tables 3-5 by feature count)."""
+
     arch: str = "auto"  # auto | resnet32 | grey28 | mlp
     z_dim: int | None = None
     simplex_n: int = 3  # 2: Berthelot-style 2-point interpolation (the ablation)
-    lambda_inter: float | None = None  # None: 0.5 (images) or the tabular preset
+    lambda_inter: float | None = None  # None: 0.5 (images), 0.5 KDD99, 0.3 arrhythmia, 1.2 thyroid
     lr: float | None = None  # None: 3e-4 (32x32), 1e-4 (28x28), the tabular preset
     optimizer: str = "auto"  # adam | sgd (momentum 0.5, thyroid); auto: the preset
-    betas_gd: tuple[float, float] = (0.0, 0.999)
-    betas_e: tuple[float, float] = (0.5, 0.999)
+    betas_gd: tuple[float, float] = (0.0, 0.999)  # generator and critics
+    betas_e: tuple[float, float] = (0.5, 0.999)  # encoder
     critic_steps: int = 5  # "tfd" of the supplementary's algorithm (its value is not given: AMA's code uses 5)
     lipschitz: str = "auto"  # D_recon: sn | gp | sn+gp; auto: sn for resnet32 (supp.), gp otherwise
     gp_weight: float = 10.0
@@ -49,7 +52,7 @@ class SimplexParams:
         self.betas_gd, self.betas_e = tuple(self.betas_gd), tuple(self.betas_e)
 
 
-@register("simplex_ae")
+@register("simplex_ae", params=SimplexParams)
 class SimplexAE(TorchMethod):
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)

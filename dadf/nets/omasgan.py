@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import torch
 from torch import nn
 
 from dadf.nets.gan import GreyGenerator28, MLPGenerator, ResBlockDown, ResNetGenerator32

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dadf.atomic import atomic_write
 from dadf.data.pipeline import CellData
@@ -34,7 +34,7 @@ from dadf.methods.base import Method
 from dadf.methods.interface import StepContext
 from dadf.train import checkpoint
 from dadf.train.batches import BatchStream
-from dadf.train.preemption import Preempted, PreemptionGuard
+from dadf.train.preemption import PreemptionGuard
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -350,8 +350,10 @@ class Trainer:
         value = values[self.selection]
         # The papers select only after a warm-up (AMA: epoch 20, simplex AE: epoch 60); earlier states are logged.
         eligible = self.step >= float(self.tcfg.select_after) * self.sched.steps_per_epoch
-        better = eligible and (self.best["value"] is None or (value > self.best["value"] if self.selection == "val_auroc"
-                                                 else value < self.best["value"]))
+        higher_is_better = self.selection == "val_auroc"
+        improves = self.best["value"] is None or (value > self.best["value"] if higher_is_better
+                                                  else value < self.best["value"])
+        better = eligible and improves
         if better:
             self.best = {"value": value, "step": self.step}
             state = {"step": self.step, "method": self.method.state_dict()}  # collective under ZeRO: all ranks

@@ -1,9 +1,10 @@
 """Preemption: a signal sets a flag, the step loop saves at the next step boundary and stops.
 
 SLURM (``--signal=USR2@N``), submitit and ``scancel --signal=USR2`` send SIGUSR2; schedulers, ``kill`` and the local
-launcher send SIGTERM; Ctrl-C sends SIGINT (a second Ctrl-C stops at once). None may interrupt a step or a save half-way, so the handler only records the signal. All ranks agree
-at the next step boundary (a max-reduce of the flag, so one rank's signal stops them all at the same step), the
-trainer saves a checkpoint and raises :class:`Preempted`. Whoever launched the cell decides what a preemption
+launcher send SIGTERM; Ctrl-C sends SIGINT (a second Ctrl-C stops at once). None may interrupt a step or a save
+half-way, so the handler only records the signal. All ranks agree at the next step boundary (a max-reduce of the
+flag, so one rank's signal stops them all at the same step), the trainer saves a checkpoint and raises
+:class:`Preempted`. Whoever launched the cell decides what a preemption
 means: the local launcher marks the cell for retry, the submitit job hands the signal back to submitit
 (:meth:`Preempted.forward`), which calls the job's ``checkpoint()`` and requeues it.
 """
@@ -31,8 +32,8 @@ class Preempted(Exception):
 
 
 class PreemptionGuard:
-    """Context manager: while inside, SIGUSR2/SIGTERM/SIGINT only set ``self.signum``; previous handlers come back after,
-    and a signal still pending when the block ends normally is then delivered to them.
+    """Context manager: while inside, SIGUSR2/SIGTERM/SIGINT only set ``self.signum``; previous handlers come back
+    after, and a signal still pending when the block ends normally is then delivered to them.
 
     Installable only from the main thread (Python's rule for signal handlers); elsewhere it stays inert.
     """
@@ -49,7 +50,7 @@ class PreemptionGuard:
         elif signum == signal.SIGINT:  # Ctrl-C again: the user does not want to wait for the checkpoint
             raise KeyboardInterrupt
 
-    def __enter__(self) -> "PreemptionGuard":
+    def __enter__(self) -> PreemptionGuard:
         try:
             for s in SIGNALS:
                 self.previous[s] = signal.signal(s, self._handler)

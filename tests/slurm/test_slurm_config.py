@@ -8,16 +8,18 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
-from .slurm_helpers import REPO
 
+from dadf.config import CONFIG_DIR
 from dadf.grid import slurm
 from dadf.grid.cells import expand
+
+from .slurm_helpers import REPO
 
 
 @pytest.fixture
 def compose_cfg():
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         yield lambda overrides: compose(config_name="config", overrides=list(overrides))
     GlobalHydra.instance().clear()
 
@@ -36,6 +38,7 @@ def test_unknown_keys_are_refused_with_the_valid_list(compose_cfg):
         slurm.check_config(OmegaConf.merge(lcfg, {"signal_delay_s": 0}))
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_unknown_launcher_key(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "jobs" / "launch_grid.py"), "launcher=slurm",
                         "launcher.gpu=1", f"runs_dir={tmp_path}/runs", f"shards_dir={tmp_path}/shards"],

@@ -13,8 +13,8 @@ A source whose classes are a fact of the source (MNIST's ten digits) declares th
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..types import TABULAR, Source
 from .files import DataError

@@ -3,8 +3,8 @@ fix, and paths taken relative to the data root."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 class DataError(ValueError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image

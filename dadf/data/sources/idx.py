@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

@@ -1,11 +1,11 @@
-"""Shared by the Hydra entry scripts: where the configs are, and errors for bad keys that list the valid ones."""
+"""Shared by the Hydra commands (launch, build_shards): where the configs are, and errors for bad keys that list
+the valid ones."""
 from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+from dadf.config import CONFIG_DIR  # importing dadf.config registers the schemas
 
 
 def _valid_keys_message(msg: str, overrides: list[str], compose) -> str:
@@ -29,6 +29,7 @@ def check_overrides(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ValidationError
 
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
@@ -38,6 +39,8 @@ def check_overrides(argv: list[str]) -> None:
         try:
             comp(overrides)
         except ConfigCompositionException as e:
+            if isinstance(e.__cause__, ValidationError):  # a value its schema's type refuses: the override names it
+                sys.exit(f"error: {e}: {str(e.__cause__).splitlines()[0]}")
             text = f"{e}\n{e.__cause__ or ''}"
             sys.exit(f"error: {_valid_keys_message(text, overrides, comp)}")
         except Exception:  # noqa: BLE001 -- other problems (unknown group option...) get Hydra's own message

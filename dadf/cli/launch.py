@@ -1,0 +1,151 @@
+"""``dadf-launch`` (or ``python jobs/launch_grid.py``): expand a grid into cells, run those not finished yet, print
+and save the results table.
+
+    python jobs/launch_grid.py                                   # grid=quickstart, local launcher
+    python jobs/launch_grid.py grid=mnist_ovr dataset.root=../shared/data trainer.epochs=3
+    python jobs/launch_grid.py grid=mnist_ovr method=ae protocol.target_class=3   # one cell
+    python jobs/launch_grid.py grid=quickstart force=true        # rerun finished cells too
+    python jobs/launch_grid.py grid=cifar_loo launcher=slurm     # submit job arrays to SLURM and return
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from dadf.cli import setup_logging
+from dadf.cli._hydra import CONFIG_DIR, check_overrides
+
+EXIT_CONFIG = 2  # a bad config value: nothing was touched
+EXIT_BUSY = 3  # another launch holds the grid
+
+
+def main() -> None:
+    check_overrides(sys.argv[1:])  # a bad key fails here, with the valid keys listed
+    launch_grid()
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
+def launch_grid(cfg: DictConfig) -> None:
+    setup_logging()
+    # Imported here to keep the module's top level cheap: spawned local workers re-import the script that imports it.
+    from dadf.data.pipeline import declared_classes, ensure_shards
+    from dadf.grid import store
+    from dadf.grid.aggregate import aggregate
+    from dadf.grid.cells import expand
+    from dadf.grid.launch import GridBusy, launch
+    from dadf.grid.validate import check_cells
+
+    user = list(HydraConfig.get().overrides.task)
+    # A user's own config folders (hydra.searchpath=[file:///my/configs]) are Hydra overrides, not task overrides:
+    # every cell's composition needs them too.
+    search = [o for o in HydraConfig.get().overrides.hydra if o.split("=", 1)[0].lstrip("+") == "hydra.searchpath"]
+
+    def compose(overrides: list[str]) -> DictConfig:
+        return hydra.compose(config_name="config", overrides=search + user + overrides)
+
+    def build(dcfg: DictConfig) -> None:
+        try:
+            ensure_shards(dcfg, cfg.shards_dir)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: dataset {dcfg.name!r}: {e}") from None
+
+    t0 = time.time()
+    try:
+        # Expanding needs each dataset's number of classes: from its shards, so they are built first, unless its
+        # source declares its classes (then the shards are built below, once every value is checked).
+        for dcfg in _trained_datasets(cfg, compose):
+            if declared_classes(dcfg) is None:
+                build(dcfg)
+        cells = expand(cfg, user, compose)
+        # Every value is checked before any cell folder is touched: one line per problem.
+        processes = (lambda c: 1) if cfg.launcher.name != "slurm" else _slurm_processes(cfg.launcher)
+        problems = check_cells(cells, processes)
+    except ValueError as e:  # expand's refusals (cells.GridError carries one line per refused override)
+        problems = getattr(e, "problems", None) or str(e).splitlines()
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    grid_dir = Path(cfg.runs_dir) / cfg.grid.name
+    metrics = cfg.grid.metric if OmegaConf.is_list(cfg.grid.metric) else [cfg.grid.metric]
+    store.write_json(grid_dir / "grid.json", {"grid": cfg.grid.name, "cells": [c.id for c in cells],
+                                              "metrics": list(metrics), "overrides": user})
+    # Shards are built once here, not by several cells racing to build them.
+    datasets = {}
+    for c in cells:
+        datasets[c.cfg.dataset.name] = c.cfg.dataset
+        if c.cfg.protocol.get("secondary"):
+            datasets[c.cfg.protocol.secondary.name] = c.cfg.protocol.secondary
+    for dcfg in datasets.values():
+        build(dcfg)
+    try:
+        summary = launch(cells, cfg.launcher, force=bool(cfg.force), retry_failed=bool(cfg.retry_failed))
+    except GridBusy as e:
+        print(f"error: {e}: wait for it to end or stop it (Ctrl-C there), or pass launcher.wait=true to wait for it",
+              file=sys.stderr)
+        raise SystemExit(EXIT_BUSY) from None
+    except (ValueError, RuntimeError) as e:
+        if cfg.launcher.name != "slurm":
+            raise
+        raise SystemExit(f"error: {e}") from None
+    if cfg.launcher.name == "slurm":
+        # Submitting does not wait: the jobs run on the cluster; status.py reads the cell folders and the queue.
+        from dadf.grid.slurm import watch_hint
+
+        ids = sorted({j.split("_")[0] for j in summary.submitted.values()}, key=lambda j: (len(j), j))
+        print(f"job ids: {' '.join(ids) if ids else '(none submitted)'}")
+        print(f"runs folder: {grid_dir.resolve()}")
+        print(f"watch it: {watch_hint(grid_dir)}")
+        return
+    _, md = aggregate(grid_dir, list(metrics))
+    print()
+    print(md)
+    print(f"{len(summary.done)} cells run, {len(summary.skipped)} skipped (finished), {len(summary.failed)} failed "
+          f"in {time.time() - t0:.1f}s; results in {grid_dir}/ (table.md, table.csv, table.tex)")
+    _print_unfinished(summary)
+    if summary.stopped_by:
+        raise SystemExit(128 + summary.stopped_by)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+    if not summary.complete:
+        raise SystemExit(1)
+
+
+def _trained_datasets(cfg: DictConfig, compose) -> list[DictConfig]:
+    """The datasets a grid trains on: each value of its `dataset` axis, else its dataset. A value that does not
+    compose is left to expand, which reports it with the grid's other problems."""
+    from hydra.errors import HydraException
+
+    values = cfg.grid.axes.get("dataset") if cfg.grid.axes else None
+    if not values:
+        return [cfg.dataset]
+    datasets = []
+    for value in values:
+        with contextlib.suppress(HydraException):
+            datasets.append(compose([f"dataset={value}"]).dataset)
+    return datasets
+
+
+def _slurm_processes(lcfg: DictConfig):
+    from dadf.grid.slurm import resources_for
+
+    return lambda cell: resources_for(cell.cfg, lcfg).ntasks
+
+
+def _print_unfinished(summary) -> None:
+    """What is not done, last, so it is what a user sees: failed cells with their reason, then stopped ones."""
+    if summary.stopped_by:
+        print(f"stopped by {signal.Signals(summary.stopped_by).name}: {len(summary.requeued)} cell(s) saved a "
+              f"checkpoint and were requeued; launch the same command again to resume")
+    if summary.disk_full:
+        print(f"stopped: {summary.disk_full}")
+    for title, cells in (("being run by another process", summary.busy), ("FAILED", summary.failed)):
+        if cells:
+            print(f"{len(cells)} cell(s) {title}:")
+            for cid, reason in cells.items():
+                print(f"  {cid}: {reason}")
+

@@ -1,0 +1,211 @@
+"""The configs: where their YAML lies (``CONFIG_DIR``) and the schema of every group, registered in Hydra's
+ConfigStore, so that each default is written once and Hydra checks each value's type when it composes.
+
+- trainer: option ``default``, ``TrainerConfig`` below;
+- method: one option per registered method, its params dataclass (``@register(name, params=...)``, dadf/methods/);
+- protocol: one option per registered protocol, its params dataclass (dadf/data/protocols.py);
+- launcher: ``local``, ``debug``, ``slurm``: ``LocalLauncher``, ``DebugLauncher``, ``SlurmLauncher`` below;
+- dataset: the files of ``configs/dataset/`` (which data), each typed by ``DatasetConfig`` below;
+- grid: the files of ``configs/grid/``, no schema: a grid file sets values of the groups above.
+
+A method's or protocol's option is ``name: <option>`` plus its params' fields. A field marked
+``metadata={"identity": False}`` says where things are or how they are watched, not what is computed: it is kept
+out of a cell's identity (``hashed``), so changing it never makes a new cell.
+
+Asking for ``CONFIG_DIR`` (whoever composes needs it) registers the schemas first (``register()``, once). Only then
+are the methods imported, so that readers of results (status, aggregate) that import a schema from here never pay
+for torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from dadf.data.protocols import PROTOCOLS
+
+_CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
+
+_UNHASHED = {"identity": False}
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """The step-based loop (dadf/train/loop.py). One optimisation step = one call of the method's train_step per
+    micro-batch. Under data parallelism batch_size is the GLOBAL batch (all processes and micro-batches together):
+    each of N processes trains on batch_size / (N x accumulate) rows per micro-batch and the gradients are averaged,
+    so the optimisation path and the learning rate do not change with the number of processes."""
+
+    steps: int | None = None  # total steps; null = epochs x ceil(n_train / batch_size)
+    epochs: int = 20
+    batch_size: int = 64  # global batch per optimiser step; must be a multiple of processes x accumulate
+    accumulate: int = 1  # micro-batches per optimiser step (gradient accumulation over every network of the method)
+    eval_batch_size: int = 512
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses the loss scaler on GPU; on CPU it runs as fp32, recorded)
+    strategy: str = "ddp"  # ddp | deepspeed (one DeepSpeed engine per network; see README "Distributed training")
+    zero_stage: int = 0  # DeepSpeed ZeRO stage 0-2 (strategy=deepspeed only)
+    device: str = dataclasses.field(default="auto", metadata=_UNHASHED)  # auto (cuda when present) | cpu
+    # torch intra-op threads per process; null = torch's default
+    num_threads: int | None = dataclasses.field(default=None, metadata=_UNHASHED)
+    compile: bool = False  # torch.compile every network (Accelerate's dynamo plugin, inductor)
+    channels_last: bool = False  # image networks and batches in channels_last memory format (pays on GPU convs)
+    # on GPU, keep the in-memory training set on the device (no copy per step)
+    data_on_device: bool = dataclasses.field(default=True, metadata=_UNHASHED)
+    checkpoint_every: int = 1000  # steps between checkpoints (and one at the end of training)
+    keep_checkpoints: int = 2  # newest complete checkpoints kept on disk
+    # steps between the ranks' agreement on NaN losses and preemption signals (a host sync)
+    sync_every: int = dataclasses.field(default=1, metadata=_UNHASHED)
+    selection: str = "last"  # model selection: last | val_auroc | a criterion the method computes (feature_loss)
+    eval_every: int | None = None  # steps between validations when selection != last; null = once per epoch
+    select_after: int | float = 0  # epochs before which validated states are logged but never selected
+    # steps between lines in the cell's log.jsonl (losses averaged over steps and ranks)
+    log_every: int = dataclasses.field(default=50, metadata=_UNHASHED)
+    progress: bool = dataclasses.field(default=True, metadata=_UNHASHED)  # a progress bar in the foreground
+
+
+@dataclasses.dataclass
+class DatasetConfig:
+    """The fields of every dataset file (dadf/configs/dataset/<name>.yaml: which data, how it is converted)."""
+
+    name: str = MISSING
+    source: str = MISSING  # the loader registered in dadf/data/sources/
+    # folder holding the data (e.g. ../shared/data); null = ./data
+    root: str | None = dataclasses.field(default=None, metadata=_UNHASHED)
+    # true lets torchvision download into root where the files are missing
+    download: bool = dataclasses.field(default=False, metadata=_UNHASHED)
+    size: int | None = None  # resize images to size x size
+    channels: int | None = None  # 1 or 3: convert grey <-> RGB
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # the source's own options
+    top_k_percent: int | float | None = None  # tabular only: the top k% scores are flagged (precision/recall/F1)
+
+
+@dataclasses.dataclass
+class LocalLauncher:
+    """Runs the cells on this machine in worker processes (a crashing cell is recorded as failed; the grid goes on)."""
+
+    name: str = "local"
+    workers: int = 1  # cells run at once
+    threads_per_worker: int | None = None  # torch threads per worker; null = cores / workers
+    wait: bool = False  # another launch holds this grid: false = say which and exit, true = wait for it to end
+
+
+@dataclasses.dataclass
+class DebugLauncher:
+    """Runs the cells one after another in this process, so breakpoints and pdb work. Errors still become failed
+    cells unless raise_errors is true."""
+
+    name: str = "debug"
+    raise_errors: bool = False
+    wait: bool = False  # another launch holds this grid: false = say which and exit, true = wait for it to end
+
+
+@dataclasses.dataclass
+class SlurmLauncher:
+    """Submits the cells to SLURM as submitit job arrays (one array per resource group; dadf/grid/slurm.py) and
+    returns at once; watch with `python jobs/status.py runs/<grid>`. Running the same command again submits only
+    cells that are neither finished nor queued/running. See docs/slurm.md."""
+
+    name: str = "slurm"
+    # What one cell asks for (dadf.grid.slurm.Resources), each refinable per method / dataset in `resources`.
+    partition: str | None = None  # null = the cluster's default partition
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None  # sbatch --constraint, e.g. "a100|h100"
+    gpus: int = 0  # GPUs per cell; a cell with gpus > 1 runs one DDP process per GPU
+    tasks: int | None = None  # processes per cell; null = max(1, gpus) (2 with gpus 0: a 2-process CPU cell)
+    cpus: int = 4  # CPUs per process
+    mem_gb: int | float = 16  # memory per cell, GB
+    time_min: int = 120  # wall time per job run; keep it > 10 (submitit counts every signal as a timeout at <= 10)
+    # {match: {any key above from partition to time_min}}; match = a method, a dataset or "method/dataset", applied
+    # in that order (so "method/dataset" wins), e.g. {ama: {gpus: 1, mem_gb: 32}, ama/cifar10: {gpus: 2}}. Cells
+    # with equal resources share one job array. Typed Any: OmegaConf 2.3 cannot set a typed dict that is null (the
+    # entries' keys are checked by dadf.grid.slurm.check_config).
+    resources: Any = None
+    array_parallelism: int = 64  # cells of one array running at once
+    signal_delay_s: int = 120  # SIGUSR2 this many seconds before the time limit: the cell checkpoints, is requeued
+    max_num_timeout: int = 20  # time-limit requeues a cell may use (preemptions by the scheduler are not counted)
+    # shell lines run before the job, e.g. ["module load cuda/12.4", "source ~/venvs/dadf/bin/activate"]
+    setup: list[str] = dataclasses.field(default_factory=list)
+    # any other sbatch option, e.g. {mail_type: FAIL, mail_user: me@lab.org, requeue: true}
+    additional_parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    job_name: str = "dadf"
+    logs_dir: str | None = None  # submitit's job logs; null = runs/<grid>/.slurm/logs/, else <logs_dir>/<grid>/
+    python: str | None = None  # interpreter of the jobs; null = the one running launch_grid.py (your venv's)
+    squeue_timeout_s: int | float = 60  # how long squeue/scancel may take before the launcher gives up
+
+
+LAUNCHERS = {"local": LocalLauncher, "debug": DebugLauncher, "slurm": SlurmLauncher}
+
+
+def schema(group: str, option: str | None = None) -> type | None:
+    """The dataclass that types ``group``'s option ``option`` (None for an option nothing registered)."""
+    if group == "trainer":
+        return TrainerConfig
+    if group == "dataset":
+        return DatasetConfig
+    if group == "launcher":
+        return LAUNCHERS.get(option)
+    if group == "method":
+        available, get_method = _methods()
+        return get_method(option).params_class if option in available() else None
+    if group == "protocol":
+        return PROTOCOLS[option].schema if option in PROTOCOLS else None
+    raise ValueError(f"no schema for config group {group!r}")
+
+
+def node(group: str, option: str) -> DictConfig:
+    """What ``group=option`` composes before any override (trainer, method, protocol, launcher): a method's or a
+    protocol's config is its name, then its params' fields."""
+    typed = OmegaConf.structured(schema(group, option))
+    return OmegaConf.merge({"name": option}, typed) if group in ("method", "protocol") else typed
+
+
+def hashed(group: str, values: dict) -> dict:
+    """``values`` (a plain config of ``group``) without the fields its schema keeps out of a cell's identity."""
+    klass = schema(group, values.get("name"))
+    unhashed = {f.name for f in dataclasses.fields(klass) if f.metadata.get("identity") is False} if klass else set()
+    return {k: v for k, v in values.items() if k not in unhashed}
+
+
+def options(group: str) -> list[str]:
+    """The options registered in the ConfigStore for ``group`` (the dataset and grid options are YAML files)."""
+    if group == "method":
+        return _methods()[0]()
+    if group == "protocol":
+        return [name for name, p in PROTOCOLS.items() if p.schema is not None]
+    return {"trainer": ["default"], "launcher": list(LAUNCHERS)}[group]
+
+
+def _methods():
+    """(available, get_method) of the method registry, every method imported (each registers its params)."""
+    import dadf.methods  # noqa: F401 -- imports torch: only where a method's schema is needed
+    from dadf.methods.registry import available, get_method
+
+    return available, get_method
+
+
+_registered = False
+
+
+def register() -> None:
+    """Put every schema in Hydra's ConfigStore: the trainer, method, protocol and launcher options, and
+    ``dataset_schema``, which ``config.yaml`` places under whichever dataset file is chosen."""
+    global _registered
+    if _registered:
+        return
+    store = ConfigStore.instance()
+    for group in ("trainer", "method", "protocol", "launcher"):
+        for option in options(group):
+            store.store(group=group, name=option, node=node(group, option))
+    store.store(name="dataset_schema", node=DatasetConfig)
+    _registered = True
+
+
+def __getattr__(name: str):
+    if name == "CONFIG_DIR":  # composing needs the schemas in the ConfigStore: register them on first use
+        register()
+        return _CONFIG_DIR
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
