@@ -87,8 +87,12 @@ class LocalLauncher:
     """Runs the cells on this machine in worker processes (a crashing cell is recorded as failed; the grid goes on)."""
 
     name: str = "local"
-    workers: int = 1  # cells run at once
-    threads_per_worker: int | None = None  # torch threads per worker; null = cores / workers
+    workers: int | None = None  # cells run at once; null = as many as fit (cores / threads_per_worker)
+    # torch threads per worker. Small cells run fastest one thread each, many at once; workers x threads is clamped to
+    # the cores (a logged note), since OpenMP threads competing for cores make every cell several times slower.
+    threads_per_worker: int = 1
+    # forkserver: workers fork from one process that imported the training stack once; spawn: each imports it anew
+    start_method: str = "forkserver"
     wait: bool = False  # another launch holds this grid: false = say which and exit, true = wait for it to end
 
 

@@ -29,6 +29,11 @@ def main(cell_dir: str, out_dir: str) -> None:
     torch.save({"nets": method.state_dict()["nets"], "scores": torch.from_numpy(scores),
                 "world": acc.num_processes, "backend": str(torch.distributed.get_backend())
                 if torch.distributed.is_initialized() else None}, out / f"rank{acc.process_index}.pt")
+    if torch.distributed.is_initialized():
+        # Tear the group down while both ranks are alive: left to interpreter exit, gloo's threads were seen to
+        # abort one rank under load ("terminate called without an active exception") after its results were saved.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -53,8 +53,22 @@ def _training(tmp_path: Path) -> list[Path]:
 
 
 def _worker_pids(launcher_pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(launcher_pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    """Every process below the launcher: its forkserver (and resource tracker) and the workers forked from it."""
+    found, todo = [], [launcher_pid]
+    while todo:
+        out = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True).stdout
+        children = [int(p) for p in out.split()]
+        found += children
+        todo += children
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:
@@ -74,7 +88,7 @@ def _dadf_workers_alive(pids: list[int]) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_stopping_the_local_launcher_requeues_running_cells_and_starts_no_more(dirs, tmp_path, sig, code):
-    args = [*dirs, *LONG, "grid.classes=[0,1,2]"]
+    args = [*dirs, *LONG, "grid.classes=[0,1,2]", "launcher.workers=1"]  # one running cell, two queued
     proc = _start(*args)
     _wait_for(lambda: _training(tmp_path), what="a cell to train")
     workers = _worker_pids(proc.pid)
@@ -101,9 +115,12 @@ def test_a_killed_local_launcher_leaves_no_worker_behind(dirs, tmp_path):
     proc = _start(*dirs, *LONG, "grid.classes=[0]")
     _wait_for(lambda: _training(tmp_path), what="a cell to train")
     workers = _worker_pids(proc.pid)
+    # the workers fork from a forkserver, which must go with the launcher too (then the kernel tells the workers)
+    assert any("forkserver" in _cmdline(p) for p in workers), [_cmdline(p) for p in workers]
+    assert len(workers) >= 2, [_cmdline(p) for p in workers]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    _wait_for(lambda: not _dadf_workers_alive(workers), timeout=60, what="the orphaned worker to exit")
+    _wait_for(lambda: not _dadf_workers_alive(workers), timeout=60, what="the forkserver and orphaned worker to exit")
     cell = _cells(tmp_path)[0]
     # The worker heard its parent die (SIGTERM from the kernel): it saved a checkpoint and recorded it.
     status = store.read_status(cell)

@@ -39,8 +39,10 @@ def launch_grid(cfg: DictConfig) -> None:
     from dadf.grid import store
     from dadf.grid.aggregate import aggregate
     from dadf.grid.cells import expand
-    from dadf.grid.launch import GridBusy, launch
+    from dadf.grid.launch import GridBusy, launch, warm_up
     from dadf.grid.validate import check_cells
+
+    warm_up(cfg.launcher)
 
     user = list(HydraConfig.get().overrides.task)
     # A user's own config folders (hydra.searchpath=[file:///my/configs]) are Hydra overrides, not task overrides:
@@ -67,6 +69,9 @@ def launch_grid(cfg: DictConfig) -> None:
         # Every value is checked before any cell folder is touched: one line per problem.
         processes = (lambda c: 1) if cfg.launcher.name != "slurm" else _slurm_processes(cfg.launcher)
         problems = check_cells(cells, processes)
+        if cfg.launcher.get("start_method", "forkserver") not in ("forkserver", "spawn"):
+            problems.append(f"launcher.start_method={cfg.launcher.start_method!r} is not a start method: use "
+                            f"forkserver (workers fork from one preloaded process) or spawn")
     except ValueError as e:  # expand's refusals (cells.GridError carries one line per refused override)
         problems = getattr(e, "problems", None) or str(e).splitlines()
     if problems:

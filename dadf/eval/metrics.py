@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
 
 def top_k_flags(scores: np.ndarray, k_percent: float) -> np.ndarray:
@@ -18,6 +17,9 @@ def top_k_flags(scores: np.ndarray, k_percent: float) -> np.ndarray:
 
 def detection_metrics(truth: np.ndarray, scores: np.ndarray, top_k_percent: float | None = None) -> dict:
     """AUROC and AUPRC; with ``top_k_percent`` also precision, recall and F1 of the top-k% rule."""
+    # imported here: scikit-learn brings scipy.stats (~1 s), which processes that never score need not pay
+    from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
+
     truth = np.asarray(truth).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
     if not np.isfinite(scores).all():

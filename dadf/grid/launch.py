@@ -14,6 +14,7 @@ import multiprocessing.connection as mpc
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,13 +91,13 @@ def _short(reason: str) -> str:
 BUSY, DISK_FULL = "busy", "disk_full"
 
 
-def _run_one(cell_dir: str, progress: bool = False) -> tuple[str, str | None, float | None, float]:
+def _run_one(cell_dir: str, progress: bool = False, workers: int = 1) -> tuple[str, str | None, float | None, float]:
     """(state, reason, auroc, seconds) of running one cell here; never raises but for KeyboardInterrupt."""
     from dadf.grid import runner
 
     t0 = time.time()
     try:
-        result = runner.run_cell(cell_dir, progress=progress)
+        result = runner.run_cell(cell_dir, progress=progress, workers=workers)
         return store.DONE, None, result["metrics"].get("auroc"), time.time() - t0
     except Preempted as p:
         return store.REQUEUED, str(p), None, time.time() - t0
@@ -112,25 +113,37 @@ def _run_one(cell_dir: str, progress: bool = False) -> tuple[str, str | None, fl
 
 
 # ------------------------------------------------------------------------------------------------ local workers
-def _die_with_parent(parent: int) -> None:
-    """Ask the kernel for SIGTERM when the launcher dies, however it dies (kill -9 included): the cell then saves a
-    checkpoint at its next step and the worker exits, instead of training on with nobody watching."""
+def _die_with_launcher(lifeline) -> None:
+    """SIGTERM to this worker when the launcher dies, however it dies (kill -9 included): the cell then saves a
+    checkpoint at its next step and the worker exits, instead of training on with nobody watching.
+
+    Two ways, as the worker's parent is the forkserver, not the launcher: the kernel's PR_SET_PDEATHSIG for the
+    forkserver's death, and a thread that waits on a pipe only the launcher holds open (it reads EOF when the
+    launcher is gone; the forkserver itself lives on while a worker holds its fds, so it cannot be the only sign)."""
+    parent = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the launcher died before the request was in place
+    if os.getppid() != parent:  # the parent died before the request was in place
         os.kill(os.getpid(), signal.SIGTERM)
 
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                lifeline.recv()  # the launcher never sends: this returns only at EOF
+        os.kill(os.getpid(), signal.SIGTERM)
 
-def _worker_main(conn, threads: int | None, parent: int) -> None:
+    threading.Thread(target=watch, name="dadf-launcher-watch", daemon=True).start()
+
+
+def _worker_main(conn, lifeline, threads: int, workers: int) -> None:
     # A session of its own: Ctrl-C at the terminal reaches the launcher only, which tells the workers with SIGTERM.
     with contextlib.suppress(OSError):
         os.setsid()
     with PreemptionGuard() as guard:  # SIGTERM while idle ends the worker; while busy, the cell saves and stops
-        _die_with_parent(parent)
+        _die_with_launcher(lifeline)
         import torch
 
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
         while guard.signum is None:
             if not conn.poll(0.2):
                 continue
@@ -140,7 +153,7 @@ def _worker_main(conn, threads: int | None, parent: int) -> None:
                 break
             if cell_dir is None:
                 break
-            outcome = _run_one(cell_dir)
+            outcome = _run_one(cell_dir, workers=workers)
             try:
                 conn.send(outcome)
             except OSError:  # the launcher is gone
@@ -148,35 +161,88 @@ def _worker_main(conn, threads: int | None, parent: int) -> None:
         guard.acted_on = True  # the signal has done its job: end normally
 
 
+# What every worker imports: loaded once in the forkserver, which forks the workers with it already in memory.
+WORKER_PRELOAD = ["dadf.grid.runner", "dadf.methods", "dadf.data.pipeline", "sklearn.metrics"]
+
+
+def _cores() -> int:
+    with contextlib.suppress(AttributeError, OSError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def fit_workers(workers: int | None, threads: int | None, cells: int, cores: int | None = None) -> tuple[int, int]:
+    """(workers, threads per worker) such that workers x threads never exceeds the cores; a clamp is logged."""
+    cores = cores or _cores()
+    threads = max(1, int(threads or 1))
+    asked = int(workers) if workers else None
+    n = asked if asked else max(1, cores // threads)
+    n = max(1, min(n, cells))
+    if n > cores:
+        log.info("launcher.workers=%d is more than the %d cores: running %d workers", n, cores, cores)
+        n = cores
+    if n * threads > cores:
+        fit = max(1, cores // n)
+        log.info("launcher.threads_per_worker=%d x %d workers is more than the %d cores: %d thread(s) per worker",
+                 threads, n, cores, fit)
+        threads = fit
+    return n, threads
+
+
+def _worker_context(method: str):
+    """Workers fork from one process that has imported the training stack once (forkserver: not one import per
+    worker), with OpenMP told to wait passively: busy-waiting threads of several workers spin against each other's
+    cores. The forkserver (or a spawned worker) reads its environment when it starts, before it imports torch."""
+    if method not in ("forkserver", "spawn"):  # plain fork after torch has started threads can deadlock
+        raise ValueError(f"launcher.start_method={method!r}: choose forkserver or spawn")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(WORKER_PRELOAD)
+    return ctx
+
+
+def warm_up(lcfg: DictConfig) -> None:
+    """Start the local launcher's forkserver now, so that it imports the training stack (seconds) while the grid is
+    composed and checked, not after."""
+    if lcfg.name == "local" and str(lcfg.get("start_method") or "forkserver") == "forkserver":
+        from multiprocessing import forkserver
+
+        _worker_context("forkserver")
+        forkserver.ensure_running()
+
+
 @dataclass
 class _Worker:
     proc: mp.process.BaseProcess
     conn: object
+    lifeline: object  # our end of the pipe whose EOF tells the worker that the launcher is gone
     cell: Cell | None = None
     t0: float = 0.0
 
 
 class _Local:
-    """The local launcher: long-lived worker processes (each imports the training stack once), one cell at a time
-    each. Stops on SIGINT/SIGTERM: running cells save a checkpoint and are requeued, queued cells do not start; a
-    second Ctrl-C kills the workers at once (their cells resume from their newest checkpoint)."""
+    """The local launcher: long-lived worker processes (forked from a forkserver that imported the training stack
+    once), one cell at a time each. Stops on SIGINT/SIGTERM: running cells save a checkpoint and are requeued, queued
+    cells do not start; a second Ctrl-C kills the workers at once (their cells resume from their newest checkpoint)."""
 
     def __init__(self, todo: list[Cell], lcfg: DictConfig, summary: LaunchSummary, bar, stop: PreemptionGuard):
         self.pending = list(todo)
         self.summary, self.bar, self.stop = summary, bar, stop
-        self.n = min(max(1, int(lcfg.workers)), len(todo))
-        self.threads = lcfg.threads_per_worker or max(1, (os.cpu_count() or 1) // self.n)
-        self.ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
+        self.n, self.threads = fit_workers(lcfg.get("workers"), lcfg.get("threads_per_worker"), len(todo))
+        self.ctx = _worker_context(str(lcfg.get("start_method") or "forkserver"))
         self.workers: list[_Worker] = []
         self.told = False
         self.deaths_without_cell = 0
 
     def _start(self) -> None:
         ours, theirs = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker_main, args=(theirs, self.threads, os.getpid()), name="dadf-worker")
+        life_r, life_w = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(target=_worker_main, args=(theirs, life_r, self.threads, self.n), name="dadf-worker")
         proc.start()
         theirs.close()
-        self.workers.append(_Worker(proc, ours))
+        life_r.close()
+        self.workers.append(_Worker(proc, ours, life_w))
 
     def _stopping(self) -> bool:
         return self.stop.signum is not None or self.summary.disk_full is not None
@@ -228,6 +294,7 @@ class _Local:
                     _report(self.bar, self.summary, cell, *outcome)
             if not w.proc.is_alive():
                 w.proc.join()
+                w.lifeline.close()
                 self.workers.remove(w)
                 if w.cell is not None:
                     self._worker_died(w)
@@ -282,6 +349,7 @@ class _Local:
                 w.proc.kill()
                 w.proc.join()
             w.conn.close()
+            w.lifeline.close()
         self.workers = []
 
 

@@ -88,8 +88,9 @@ def write_reconstructions(method: Method, data: CellData, cell_dir: Path, n: int
     store.write_npz(cell_dir / "recon.npz", x=x.cpu().numpy(), x_hat=x_hat, truth=truth[rows])
 
 
-def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
-    """Train (or resume) and score one cell; returns its metrics (rank 0 writes them to metrics.json)."""
+def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False, workers: int = 1) -> dict:
+    """Train (or resume) and score one cell; returns its metrics (rank 0 writes them to metrics.json). ``workers``:
+    the cells running at once on this machine, recorded with the threads each uses."""
     t0 = time.time()
     # Preemption signals are caught from the start: one that comes during start-up stops training at its first step
     # boundary, with a checkpoint. One that training did not act on is passed on when training is over.
@@ -97,6 +98,7 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
         method, data, schedule = build(cfg)
         accelerator = method.accelerator
         normals = data.train_x[data.train_label == 0]
+        t_train = time.time()
         if method.trainable:
             trainer = Trainer(cfg.trainer, method, data, schedule, cell_dir, seed=int(cfg.seed), name=cfg.cell.id,
                               on_artifact=functools.partial(write_artifact, cell_dir))
@@ -105,6 +107,7 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
         else:
             method.fit(normals)
             steps, selection = None, {"rule": "last"}
+        train_s = time.time() - t_train
     method.on_train_end(normals)
     for relpath, write in method.take_artifacts():
         if accelerator.is_main_process:
@@ -128,10 +131,13 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False) -> dict:
         "selection": selection,
         "seed": int(cfg.seed),
         "wall_time_s": round(time.time() - t0, 3),
+        # seconds inside training (the step loop, or a shallow method's fit); the rest of the wall time is fixed cost
+        "timing": {"train_s": round(train_s, 3), "start_s": round(t_train - t0, 3)},
         "hardware": {**hardware(accelerator.device, accelerator.num_processes, precision),
                      "precision_effective": effective_precision(accelerator, precision),
                      "global_batch": schedule.global_batch if schedule else None,
-                     "accumulate": schedule.accumulate if schedule else None},
+                     "accumulate": schedule.accumulate if schedule else None,
+                     "threads": torch.get_num_threads(), "workers": int(workers)},
         "skipped_steps": dict(getattr(method, "skipped_steps", {})),
         "code": code_version(),
     }
@@ -184,7 +190,7 @@ def _safe_status(cell_dir: Path, state: str, **fields) -> None:
         store.write_status(cell_dir, state, **fields)
 
 
-def run_cell(cell_dir: str | Path, progress: bool = False) -> dict:
+def run_cell(cell_dir: str | Path, progress: bool = False, workers: int = 1) -> dict:
     """Run one cell folder to completion, recording its state (rank 0); re-raises after recording a failure.
 
     A preemption is recorded as ``requeued`` (the checkpoint is saved) and re-raised as :class:`Preempted`. A cell
@@ -200,7 +206,7 @@ def run_cell(cell_dir: str | Path, progress: bool = False) -> dict:
             store.write_status(cell_dir, store.RUNNING)
         try:
             with _Heartbeat(cell_dir) if main else contextlib.nullcontext():
-                result = evaluate(cfg, cell_dir, progress)
+                result = evaluate(cfg, cell_dir, progress, workers)
         except Preempted as p:
             if main:
                 _safe_status(cell_dir, store.REQUEUED, reason=str(p), step=p.step, signum=p.signum)

@@ -3,10 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from sklearn.ensemble import IsolationForest
-from sklearn.neighbors import KernelDensity
-from sklearn.svm import OneClassSVM
-
 from dadf.methods.base import ShallowMethod, method_params
 from dadf.methods.registry import register
 
@@ -29,6 +25,8 @@ class OCSVM(ShallowMethod):
         self.params = method_params(cfg, OCSVMParams)
 
     def make_model(self):
+        from sklearn.svm import OneClassSVM  # scikit-learn is imported by the cells that use it
+
         return OneClassSVM(kernel=self.params.kernel, nu=self.params.nu, gamma=self.params.gamma)
 
     def anomaly_score(self, feats):
@@ -52,6 +50,8 @@ class IForest(ShallowMethod):
         self.params = method_params(cfg, IForestParams)
 
     def make_model(self):
+        from sklearn.ensemble import IsolationForest
+
         return IsolationForest(n_estimators=self.params.n_estimators, max_samples=self.params.max_samples,
                                random_state=self.seed)
 
@@ -75,6 +75,8 @@ class KDE(ShallowMethod):
         self.params = method_params(cfg, KDEParams)
 
     def make_model(self):
+        from sklearn.neighbors import KernelDensity
+
         return KernelDensity(kernel="gaussian", bandwidth=self.params.bandwidth)
 
     def anomaly_score(self, feats):
