@@ -317,8 +317,9 @@ class _Local:
                   f"resume from its newest checkpoint")
         state = store.FAILED
         with contextlib.suppress(OSError):
-            if store.read_status(w.cell.dir).get("state") == store.REQUEUED:  # it saved before it went
-                state, reason = store.REQUEUED, store.read_status(w.cell.dir).get("reason")
+            status = store.read_status(w.cell.dir)
+            if status.get("state") == store.REQUEUED:  # it saved before it went
+                state, reason = store.REQUEUED, status.get("reason")
             else:
                 store.write_status(w.cell.dir, state, reason=reason)
         _report(self.bar, self.summary, w.cell, state, reason, None, time.time() - w.t0)
