@@ -10,7 +10,9 @@ ConfigStore, so that each default is written once and Hydra checks each value's 
 
 A method's or protocol's option is ``name: <option>`` plus its params' fields. A field marked
 ``metadata={"identity": False}`` says where things are or how they are watched, not what is computed: it is kept
-out of a cell's identity (``hashed``), so changing it never makes a new cell.
+out of a cell's identity (``hashed``), so changing it never makes a new cell. A field added after cells were run is
+declared with ``added(default, before=...)``: it joins the identity only when its value differs from the behaviour
+the code had before it existed, so finished grids keep their ids (tests/test_cell_ids.py pins some).
 
 Asking for ``CONFIG_DIR`` (whoever composes needs it) registers the schemas first (``register()``, once). Only then
 are the methods imported, so that readers of results (status, aggregate) that import a schema from here never pay
@@ -30,6 +32,14 @@ from dadf.data.protocols import PROTOCOLS
 _CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
 
 _UNHASHED = {"identity": False}
+
+
+def added(default, *, before):
+    """A field added after cells were run: ``before`` is the value that reproduces what the code did without it.
+    While a cell's value equals ``before`` the field stays out of its identity (``hashed``), so adding the key
+    never changes the ids of finished cells; any other value (a new default included) is a new result, a new id."""
+    kw = {"default_factory": lambda: default} if isinstance(default, (list, dict)) else {"default": default}
+    return dataclasses.field(**kw, metadata={"before": before})
 
 
 @dataclasses.dataclass
@@ -169,8 +179,13 @@ def node(group: str, option: str) -> DictConfig:
 
 def hashed(group: str, values: dict) -> dict:
     """``values`` (a plain config of ``group``) without the fields its schema keeps out of a cell's identity."""
-    klass = schema(group, values.get("name"))
-    unhashed = {f.name for f in dataclasses.fields(klass) if f.metadata.get("identity") is False} if klass else set()
+    return _hashed_fields(schema(group, values.get("name")), values)
+
+
+def _hashed_fields(klass: type | None, values: dict) -> dict:
+    fields = dataclasses.fields(klass) if klass else ()
+    unhashed = {f.name for f in fields if f.metadata.get("identity") is False}
+    unhashed |= {f.name for f in fields if "before" in f.metadata and values.get(f.name) == f.metadata["before"]}
     return {k: v for k, v in values.items() if k not in unhashed}
 
 

@@ -27,3 +27,19 @@ def test_cell_ids_of_existing_grids_do_not_change(composer, dirs, grid):
     ids = [c.id for c in expand(composer(overrides), overrides, composer)]
     missing = [i for i in PINNED[grid] if i not in ids]
     assert not missing, f"grid {grid}: pinned cell ids {missing} are gone; finished grids would be retrained"
+
+
+def test_an_added_field_joins_the_identity_only_away_from_its_before_value():
+    import dataclasses
+
+    from dadf import config
+
+    @dataclasses.dataclass
+    class Params:
+        lr: float = 1e-3
+        rule: str = config.added("percentile", before="round")
+
+    old = {"name": "x", "lr": 1e-3}
+    assert config._hashed_fields(Params, {**old, "rule": "round"}) == old
+    assert config._hashed_fields(Params, {**old, "rule": "percentile"}) == {**old, "rule": "percentile"}
+    assert Params().rule == "percentile"
