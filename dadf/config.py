@@ -61,7 +61,9 @@ class TrainerConfig:
     # torch intra-op threads per process; null = torch's default
     num_threads: int | None = dataclasses.field(default=None, metadata=_UNHASHED)
     compile: bool = False  # torch.compile every network (Accelerate's dynamo plugin, inductor)
-    channels_last: bool = False  # image networks and batches in channels_last memory format (pays on GPU convs)
+    # image networks and batches in channels_last memory format: true | false | null = the method's default for the
+    # device type (CHANNELS_LAST below). null hashes as false (the value it replaced), which is what it is on CPU.
+    channels_last: bool | None = dataclasses.field(default=None, metadata={"hash_as": {None: False}})
     # on GPU, keep the in-memory training set on the device (no copy per step)
     data_on_device: bool = dataclasses.field(default=True, metadata=_UNHASHED)
     checkpoint_every: int = 1000  # steps between checkpoints (and one at the end of training)
@@ -153,6 +155,21 @@ class SlurmLauncher:
 
 LAUNCHERS = {"local": LocalLauncher, "debug": DebugLauncher, "slurm": SlurmLauncher}
 
+# trainer.channels_last=null takes the method's default for the device type, written here, never measured at run time
+# (results must not depend on a timing). CPU stays off for every method: channels_last measured 1.11-1.14x faster for
+# AMA on CPU (jobs/bench_train.py), but turning it on would change the numbers of every finished CPU cell under its
+# id; set trainer.channels_last=true to take it. On GPUs the paper methods' conv nets use it (tensor-core convs under
+# bf16/fp16 want NHWC; jobs/gpu_check.py measures it per method on a GPU, docs/performance.md).
+CHANNELS_LAST: dict[str, tuple[str, ...]] = {m: ("cuda",) for m in ("ama", "simplex_ae", "omasgan", "piad")}
+
+
+def channels_last(tcfg, method: str, device_type: str) -> bool:
+    """Whether a cell of ``method`` on ``device_type`` (cpu, cuda) runs in channels_last."""
+    value = tcfg.get("channels_last") if hasattr(tcfg, "get") else getattr(tcfg, "channels_last", None)
+    if value is not None:
+        return bool(value)
+    return device_type in CHANNELS_LAST.get(method, ())
+
 
 def schema(group: str, option: str | None = None) -> type | None:
     """The dataclass that types ``group``'s option ``option`` (None for an option nothing registered)."""
@@ -186,7 +203,20 @@ def _hashed_fields(klass: type | None, values: dict) -> dict:
     fields = dataclasses.fields(klass) if klass else ()
     unhashed = {f.name for f in fields if f.metadata.get("identity") is False}
     unhashed |= {f.name for f in fields if "before" in f.metadata and values.get(f.name) == f.metadata["before"]}
-    return {k: v for k, v in values.items() if k not in unhashed}
+    out = {k: v for k, v in values.items() if k not in unhashed}
+    for f in fields:  # a value that means what an older value meant hashes as that one
+        as_ = f.metadata.get("hash_as", {})
+        if f.name in out and _hashable(out[f.name]) and out[f.name] in as_:
+            out[f.name] = as_[out[f.name]]
+    return out
+
+
+def _hashable(v) -> bool:
+    try:
+        hash(v)
+        return True
+    except TypeError:
+        return False
 
 
 def options(group: str) -> list[str]:

@@ -67,7 +67,8 @@ def build(cfg: DictConfig) -> tuple[Method, CellData, Schedule | None]:
                     batch_size=schedule.global_batch if schedule else len(data.train_x),
                     steps_per_epoch=schedule.steps_per_epoch if schedule else 0,
                     total_steps=schedule.total if schedule else 0)
-    method = cls(cfg.method, info, make_strategy(cfg.trainer, accelerator, schedule), int(cfg.seed))
+    strategy = make_strategy(cfg.trainer, accelerator, schedule, str(cfg.method.name))
+    method = cls(cfg.method, info, strategy, int(cfg.seed))
     return method, data, schedule
 
 
@@ -137,7 +138,8 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False, workers: i
                      "precision_effective": effective_precision(accelerator, precision),
                      "global_batch": schedule.global_batch if schedule else None,
                      "accumulate": schedule.accumulate if schedule else None,
-                     "threads": torch.get_num_threads(), "workers": int(workers)},
+                     "threads": torch.get_num_threads(), "workers": int(workers),
+                     "channels_last": bool(method.strategy.channels_last)},
         "skipped_steps": dict(getattr(method, "skipped_steps", {})),
         "code": code_version(),
     }

@@ -61,7 +61,7 @@ _TRAINER: dict[str, _Spec] = {
     "strategy": _Spec("choice", choices=("ddp", "deepspeed")),
     "device": _Spec("choice", choices=("auto", "cpu")),
     "compile": _Spec("bool"),
-    "channels_last": _Spec("bool"),
+    "channels_last": _Spec("bool", null=True),
     "data_on_device": _Spec("bool"),
     "progress": _Spec("bool"),
 }

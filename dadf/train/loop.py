@@ -291,7 +291,7 @@ class Trainer:
             if self.tensors["x"].device != rows.device:
                 rows = rows.to(self.tensors["x"].device)
             batch = {k: v[rows].to(self.acc.device, non_blocking=True) for k, v in self.tensors.items()}
-            if self.tcfg.channels_last and batch["x"].dim() == 4:
+            if self.method.strategy.channels_last and batch["x"].dim() == 4:
                 batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
             self.method.begin(StepContext(step=self.step, micro=m, accumulate=self.sched.accumulate, batch_lo=lo,
                                           global_batch=self.sched.global_batch))

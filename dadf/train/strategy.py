@@ -78,12 +78,16 @@ class DeepSpeed(Strategy):
         opt.load_state_dict(state)
 
 
-def make_strategy(tcfg: DictConfig, accelerator: Accelerator, schedule: Schedule | None) -> Strategy:
+def make_strategy(tcfg: DictConfig, accelerator: Accelerator, schedule: Schedule | None,
+                  method: str = "") -> Strategy:
     """The strategy ``trainer.strategy`` names, for this run's processes and micro-batches. A method that is not
-    trained (``schedule`` None: fitted once) has no networks to wrap and gets the single-process one."""
+    trained (``schedule`` None: fitted once) has no networks to wrap and gets the single-process one. channels_last:
+    the trainer's value, or ``method``'s default for the device type (dadf.config.CHANNELS_LAST)."""
+    from dadf.config import channels_last as channels_last_for
+
     if tcfg.strategy not in STRATEGIES:
         raise ValueError(f"trainer.strategy={tcfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    channels_last = bool(tcfg.channels_last)
+    channels_last = channels_last_for(tcfg, method, accelerator.device.type)
     if schedule is None or (tcfg.strategy == "ddp" and accelerator.num_processes == 1):
         return SingleProcess(accelerator, channels_last)
     if tcfg.strategy == "ddp":
