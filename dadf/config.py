@@ -11,8 +11,9 @@ ConfigStore, so that each default is written once and Hydra checks each value's 
 A method's or protocol's option is ``name: <option>`` plus its params' fields. A field marked
 ``metadata={"identity": False}`` says where things are or how they are watched, not what is computed: it is kept
 out of a cell's identity (``hashed``), so changing it never makes a new cell. A field added after cells were run is
-declared with ``added(default, before=...)``: it joins the identity only when its value differs from the behaviour
-the code had before it existed, so finished grids keep their ids (tests/test_cell_ids.py pins some).
+declared with ``added(default, before=...)`` (dadf/identity.py): it joins the identity only when its value differs
+from the behaviour the code had before it existed, so finished grids keep their ids (tests/test_cell_ids.py pins
+some).
 
 Asking for ``CONFIG_DIR`` (whoever composes needs it) registers the schemas first (``register()``, once). Only then
 are the methods imported, so that readers of results (status, aggregate) that import a schema from here never pay
@@ -28,18 +29,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dadf.data.protocols import PROTOCOLS
+from dadf.identity import UNHASHED, added  # noqa: F401 -- added: the schemas' marker, importable from here too
 
 _CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
 
-_UNHASHED = {"identity": False}
-
-
-def added(default, *, before):
-    """A field added after cells were run: ``before`` is the value that reproduces what the code did without it.
-    While a cell's value equals ``before`` the field stays out of its identity (``hashed``), so adding the key
-    never changes the ids of finished cells; any other value (a new default included) is a new result, a new id."""
-    kw = {"default_factory": lambda: default} if isinstance(default, (list, dict)) else {"default": default}
-    return dataclasses.field(**kw, metadata={"before": before})
+_UNHASHED = UNHASHED
 
 
 @dataclasses.dataclass
@@ -66,16 +60,29 @@ class TrainerConfig:
     channels_last: bool | None = dataclasses.field(default=None, metadata={"hash_as": {None: False}})
     # on GPU, keep the in-memory training set on the device (no copy per step)
     data_on_device: bool = dataclasses.field(default=True, metadata=_UNHASHED)
+    # where the training data lives: memory (loaded whole) | stream (read from the shards; dadf/data/stream.py) |
+    # auto = stream when the dataset is larger than memory_budget, decided at launch and frozen into cell.yaml
+    data: str = added("auto", before="memory")
+    # auto's budget: a fraction of the free memory (the GPU's with data_on_device on a GPU) or a size ("16GB"); it only
+    # decides how (the decision is frozen in trainer.data), so it is outside the identity
+    memory_budget: Any = dataclasses.field(default=0.5, metadata=_UNHASHED)
+    # DataLoader workers reading shards ahead when streaming; the batches do not depend on it
+    data_workers: int = dataclasses.field(default=2, metadata=_UNHASHED)
     checkpoint_every: int = 1000  # steps between checkpoints (and one at the end of training)
     keep_checkpoints: int = 2  # newest complete checkpoints kept on disk
     # steps between the ranks' agreement on NaN losses and preemption signals (a host sync)
     sync_every: int = dataclasses.field(default=1, metadata=_UNHASHED)
-    selection: str = "last"  # model selection: last | val_auroc | a criterion the method computes (feature_loss)
+    # model selection: last | val_auroc | a criterion the method computes on validation normals (feature_loss) |
+    # train_<criterion>: the same on the training normals (protocols without a validation split)
+    selection: str = "last"
     eval_every: int | None = None  # steps between validations when selection != last; null = once per epoch
     select_after: int | float = 0  # epochs before which validated states are logged but never selected
     # steps between lines in the cell's log.jsonl (losses averaged over steps and ranks)
     log_every: int = dataclasses.field(default=50, metadata=_UNHASHED)
     progress: bool = dataclasses.field(default=True, metadata=_UNHASHED)  # a progress bar in the foreground
+    # live curves (losses, validation, learning rates) through Accelerate's trackers, one run per cell folder
+    # (dadf/train/tracking.py): auto (tensorboard when installed) | none | tensorboard | wandb (offline) | mlflow
+    tracker: str = dataclasses.field(default="auto", metadata=_UNHASHED)
 
 
 @dataclasses.dataclass

@@ -154,9 +154,11 @@ def test_paper_rows_and_delta(ovr_grid):
     lines = render.to_markdown(t).splitlines()
     i = next(k for k, line in enumerate(lines) if line.startswith("| deep_svdd |"))
     assert lines[i + 1].startswith("| ↳ paper (Test Table 9) | 0.900 | 0.800 | – | 0.850 |")
-    assert lines[i + 2].startswith(f"| ↳ Δ dadf − paper | {d0:+.3f} |")
+    # the paper does not say how many runs: read as one run, placed against dadf's two seeds instead of a bare Δ
+    assert lines[i + 2].startswith("| ↳ Δ dadf − paper | within seed spread (2/2 ≥) | within seed spread (1/2 ≥) |")
     rows = [r for r in render.csv_rows(t) if r[1] == "delta"]
-    assert {r[3] for r in rows} == {"c0", "c1", "avg"} and all(r[-1] == "Test Table 9" for r in rows)
+    assert {r[3] for r in rows} == {"c0", "c1", "avg"} and all(r[-2] == "Test Table 9" for r in rows)
+    assert [r[-1] for r in rows] == ["within seed spread (2/2 ≥)", "within seed spread (1/2 ≥)", ""]
 
 
 def test_class_tables_split_by_dataset(tmp_path):
@@ -253,16 +255,34 @@ def test_tabular_layout_golden(tmp_path):
          "values": {"kdd99": 0.92}}])
     tables = agg.build_tables(tbl.load_records(g), ["f1"], "t_tab", published=entries)
     t = tables[0]
-    assert t.layout == "tabular" and t.metrics == ["precision", "recall", "f1"] and t.columns == ["kdd99", "thyroid"]
-    d, _ = tbl.delta(t, next(p for p in t.papers if p.entry.metric == "f1"), "kdd99", "f1")
+    # datasets in rows, methods × P / R / F1 / AUROC in columns
+    assert t.layout == "tabular" and t.metrics == ["precision", "recall", "f1", "auroc"]
+    assert t.rows == ["kdd99", "thyroid"] and t.columns == ["iforest"] and t.row_header == "dataset"
+    d, _ = tbl.delta(t, next(p for p in t.papers if p.entry.metric == "f1" and p.of == "kdd99"), "iforest", "f1")
     f1s = [2 * (0.9 + 0.01 * s) * (0.95 - 0.01 * s) / (1.85) for s in (0, 1)]
     assert d == pytest.approx(np.mean(f1s) - 0.9294)
-    # one published table's metrics share one paper line and one Δ line
+    # one published table's metrics share one paper line and one Δ line under each dataset it reports
     body = render.to_markdown(t).splitlines()
     paper_lines = [line.split(" | ")[0] for line in body if line.startswith("| ↳")]
-    assert paper_lines == ["| ↳ paper (Simplex T2)", "| ↳ Δ dadf − paper"]
+    assert paper_lines == ["| ↳ paper (Simplex T2)", "| ↳ Δ dadf − paper"] * 2
+    assert "| dataset | iforest P | iforest R | iforest F1 | iforest AUROC |" in body
     check_golden("tabular.md", render.to_markdown(t))
     check_golden("tabular.csv", render.to_csv(tables))
+
+
+def test_tabular_layout_stays_narrow_at_ten_datasets(tmp_path):
+    g = tmp_path / "runs" / "t_tab10"
+    datasets = [f"set{i}" for i in range(10)]
+    ids = [make_cell(g, method, ds, "tabular", 0, axes={"dataset": ds},
+                     value={"precision": 0.5, "recall": 0.4, "f1": 0.44, "auroc": 0.8})
+           for ds in datasets for method in ("iforest", "ocsvm", "knn")]
+    write_manifest(g, ids, metrics=["f1"])
+    t = agg.build_tables(tbl.load_records(g), ["f1"], "t_tab10", published=())[0]
+    assert t.rows == datasets and t.columns == ["iforest", "ocsvm", "knn"]
+    md = render.to_markdown(t).splitlines()
+    header = next(line for line in md if line.startswith("| dataset |"))
+    assert header.count("|") == 1 + 1 + 3 * 4  # dataset + 3 methods × P/R/F1/AUROC, whatever the dataset count
+    assert [line.split(" | ")[0] for line in md if line.startswith("| set")] == [f"| {d}" for d in datasets]
 
 
 # ------------------------------------------------------------------------------------------- registries
@@ -270,8 +290,8 @@ def test_tabular_layout_golden(tmp_path):
 def test_every_protocol_names_a_registered_layout():
     assert {name: p.layout for name, p in protocols.PROTOCOLS.items()} == {
         "loo": "per_class", "ovr": "per_class", "ood": "ood", "corruption": "by_p", "semisup": "by_p",
-        "tabular": "tabular", "gpnd": "per_class"}
-    assert set(layouts.LAYOUTS) == {"per_class", "ood", "by_p", "tabular"}
+        "tabular": "tabular", "gpnd": "per_class", "attribute": "attribute"}
+    assert set(layouts.LAYOUTS) == {"per_class", "ood", "by_p", "tabular", "attribute"}
 
 
 @pytest.fixture
@@ -309,7 +329,8 @@ def test_a_registered_protocol_and_layout_make_the_grids_table(tmp_path, registr
     lines = (g / "table.md").read_text().splitlines()
     assert "| dataset | ae | kde |" in lines and "| cifar10 | 0.605 ± 0.007 | missing |" in lines
     assert "avg" not in md  # the columns are not classes: no average
-    assert "t_toy: AUROC,dadf,cifar10,ae,ae,auroc,0.605,0.00707107,2,2,done=2," in (g / "table.csv").read_text()
+    assert ("t_toy: AUROC,dadf,cifar10,ae,ae,auroc,0.605,0.00707107,0.541469,0.668531,2,s0=0.6;s1=0.61,2,done=2,,"
+            in (g / "table.csv").read_text())
 
 
 def test_an_unknown_protocol_or_layout_is_an_error_naming_the_registered_ones(tmp_path, registries):

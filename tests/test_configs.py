@@ -132,7 +132,7 @@ def test_identity_leaves_out_exactly_the_marked_fields():
 
     assert unhashed(config.DatasetConfig) == {"root", "download"}
     assert unhashed(config.TrainerConfig) == {"progress", "num_threads", "log_every", "device", "sync_every",
-                                              "data_on_device"}
+                                              "data_on_device", "tracker", "memory_budget", "data_workers"}
     trainer = OmegaConf.to_container(OmegaConf.structured(config.TrainerConfig))
     assert set(config.hashed("trainer", trainer)) == set(trainer) - unhashed(config.TrainerConfig)
 

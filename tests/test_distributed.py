@@ -14,7 +14,7 @@ import torch
 
 from dadf.grid import store
 from dadf.grid.cells import expand
-from dadf.train import checkpoint
+from dadf.train import checkpoint, tracking
 
 REPO = Path(__file__).resolve().parents[1]
 # A GAN-style method (AE + latent critic, no BatchNorm) on small MLP-sized images.
@@ -44,9 +44,11 @@ def run_worker(cell_dir: Path, out: Path, nproc: int) -> None:
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_the_combined_batch(composer, dirs, tmp_path):
     one = make_cell(composer, [f"runs_dir={tmp_path / 'one'}", dirs[1]], ["trainer.steps=6"])
-    two = make_cell(composer, [f"runs_dir={tmp_path / 'two'}", dirs[1]], ["trainer.steps=6"])
+    two = make_cell(composer, [f"runs_dir={tmp_path / 'two'}", dirs[1]], ["trainer.steps=6", "trainer.tracker=auto"])
     run_worker(one.dir, tmp_path / "out1", 1)
     run_worker(two.dir, tmp_path / "out2", 2)
+    # live curves come from rank 0 only: one event file (none without tensorboard)
+    assert len(list(two.dir.glob("events.out.tfevents.*"))) == (tracking.resolve("auto") == "tensorboard")
     r0, r1 = (torch.load(tmp_path / "out2" / f"rank{r}.pt") for r in (0, 1))
     single = torch.load(tmp_path / "out1" / "rank0.pt")
     assert r0["world"] == r1["world"] == 2 and r0["backend"] == "gloo" and single["world"] == 1

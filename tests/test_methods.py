@@ -1,4 +1,6 @@
 """Every registered method trains and separates an easy synthetic problem (a new method is tested for free)."""
+import importlib.util
+
 import pytest
 import torch
 from conftest import run_one_cell
@@ -10,6 +12,8 @@ from dadf.methods import available, get_method
 CHEAP = {"ama": ["method.critic_steps=1"], "simplex_ae": ["method.critic_steps=1"]}
 # PIAD needs 16 px images (VGG relu4_2) and ~30 E/G iterations to separate them: minutes through the grid path here.
 COVERED = {"piad": "separation is tested on 16 px synthetic images in tests/test_piad.py"}
+if importlib.util.find_spec("pyod") is None:
+    COVERED["pyod"] = "PyOD (the optional extra dadf[pyod]) is not installed: pip install -e '.[pyod]'"
 
 
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.skip(reason=COVERED[m])) if m in COVERED else m

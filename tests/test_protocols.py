@@ -16,7 +16,10 @@ def _image_source(name: str, n_train: int, n_test: int, seed: int, parts=("train
         n = sizes[part]
         y = rng.permutation(np.arange(n) % N_CLASSES).astype(np.int64)
         out[part] = (rng.integers(0, 256, (n, 1, 8, 8), dtype=np.uint8), y)
-    return Source(name, "image", out, tuple(f"c{i}" for i in range(N_CLASSES)))
+    # two per-sample attributes (for the `attribute` protocol), about a third of the rows having each
+    attributes = {part: (rng.random((len(y), 2)) < 0.3).astype(np.uint8) for part, (_, y) in out.items()}
+    return Source(name, "image", out, tuple(f"c{i}" for i in range(N_CLASSES)), attribute_names=("hat", "beard"),
+                  attributes=attributes)
 
 
 @pytest.fixture
@@ -213,7 +216,7 @@ def test_tabular(tab):
     np.testing.assert_array_equal(test.label, test.truth)
     assert len(split.val) == 0
     assert split.info["anomaly_ratio"] == pytest.approx(0.1)
-    assert split.info["params"] == {"train_fraction": 0.5}
+    assert split.info["params"] == {"train_fraction": 0.5, "top_k_rule": "percentile"}  # the metrics' rule, recorded
 
 
 def test_tabular_needs_all_part(src):
@@ -245,6 +248,7 @@ RANDOM_CASES = {
     "ood": {},
     "tabular": {},
     "gpnd": {"target_class": 0},
+    "attribute": {"attribute": "hat", "val_fraction": 0.2, "val_anomalies": 3},
 }
 
 

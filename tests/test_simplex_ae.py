@@ -62,12 +62,63 @@ def test_regulariser_is_zero_inside_the_sqrt_d_ball_and_gradients_flow_to_the_ri
     assert (e.norm(dim=1) - math.sqrt(4)).clamp_min(0).tolist() == [0.0, 4.0]
 
 
-def test_presets_follow_the_supplementary_tables():
-    thyroid, kdd, arr = make((6,)), make((121,)), make((274,))
+def test_presets_follow_the_supplementary_tables_by_name():
+    thyroid, kdd = make((6,), preset="thyroid"), make((121,), preset="kdd99")
+    arr = make((274,), preset="arrhythmia")
     assert (thyroid.lr, thyroid.lam, thyroid.opt_name, thyroid.z_dim) == (2e-5, 1.2, "sgd", 4)
     assert (kdd.lr, kdd.lam, kdd.opt_name, kdd.z_dim) == (1e-4, 0.5, "adam", 32)
     assert (arr.lr, arr.lam, arr.z_dim) == (2e-4, 0.3, 64)
-    assert make((6,), lr=1e-3).lr == 1e-3
+    assert make((6,), preset="thyroid", lr=1e-3).lr == 1e-3  # a value set explicitly wins over the preset
+
+
+def test_a_table_is_not_given_a_preset_for_its_feature_count():
+    """A 6-feature table that is not thyroid gets the plain defaults (it used to get thyroid's SGD, lr 2e-5)."""
+    m = make((6,))
+    assert (m.lr, m.lam, m.opt_name, m.z_dim) == (3e-4, 0.5, "adam", 32)
+    assert [type(_inner(o)) for o in m.opts.values()] == [torch.optim.Adam] * 3
+    eff = m.effective_params()
+    assert eff["preset"] is None and "no preset" in eff["note"] and eff["widths"]["z_dim"] == 32
+    assert make((121,)).z_dim == 32 and make((274,)).lr == 3e-4
+    with pytest.raises(ValueError, match="preset='cardio'.*arrhythmia"):
+        make((6,), preset="cardio")
+
+
+def _inner(opt):
+    return getattr(opt, "optimizer", opt)  # the torch optimiser inside Accelerate's wrapper
+
+
+def _betas(m):
+    return {name: {tuple(g["betas"]) for g in opt.param_groups} for name, opt in m.opts.items()}
+
+
+def test_tabular_presets_give_every_network_adam_betas_0_and_0_5():
+    """Supp. Tables 3-4: Adam(β1 = 0, β2 = 0.5) for E, G, D_recon and D_inter (the CIFAR values stay the default)."""
+    for shape, name in (((121,), "kdd99"), ((274,), "arrhythmia")):
+        m = make(shape, preset=name)
+        assert _betas(m) == {"eg": {(0.0, 0.5)}, "d_recon": {(0.0, 0.5)}, "d_inter": {(0.0, 0.5)}}
+        assert m.effective_params()["betas_e"] == [0.0, 0.5]
+    plain = make((121,))
+    assert _betas(plain) == {"eg": {(0.5, 0.999), (0.0, 0.999)}, "d_recon": {(0.0, 0.999)},
+                             "d_inter": {(0.0, 0.999)}}
+    own = make((121,), preset="kdd99", betas_e=[0.5, 0.9])  # a value set explicitly wins over the preset
+    assert _betas(own)["eg"] == {(0.5, 0.9), (0.0, 0.5)}
+    thyroid = make((6,), preset="thyroid")  # supp. Table 5: SGD with momentum 0.5 everywhere
+    assert all(type(_inner(o)) is torch.optim.SGD and o.param_groups[0]["momentum"] == 0.5
+               for o in thyroid.opts.values())
+
+
+def test_tabular_preset_encoders_end_in_leaky_relu_and_the_switch_keeps_the_linear_code():
+    def last(m):
+        return list(m.nets["eg"].encoder.net)[-1]
+
+    for shape, name in (((121,), "kdd99"), ((274,), "arrhythmia"), ((6,), "thyroid")):
+        end = last(make(shape, preset=name))
+        assert isinstance(end, nn.LeakyReLU) and end.negative_slope == 0.2, name
+    assert isinstance(last(make((6,))), nn.Linear)  # no preset: today's linear code
+    assert isinstance(last(make((6,), preset="thyroid", encoder_final_act="linear")), nn.Linear)
+    assert isinstance(last(make((6,), encoder_final_act="leaky_relu")), nn.LeakyReLU)
+    with pytest.raises(ValueError, match="encoder_final_act"):
+        make((6,), encoder_final_act="tanh")
 
 
 def test_feature_loss_selection_waits_for_its_epoch():
@@ -102,6 +153,8 @@ def test_bad_option_is_refused():
 
 
 def test_short_run_separates_tabular_anomalies(composer, dirs):
+    """Also: a 6-feature table with no preset runs the plain defaults, and metrics.json says what ran; its null
+    dataset.top_k_percent takes the test split's anomaly ratio for k."""
     overrides = [*dirs, "dataset=synthetic", "+dataset.params.kind=tabular", "+dataset.params.dim=6",
                  "protocol=tabular", "launcher=debug", "grid.methods=[simplex_ae]", "grid.classes=null",
                  "grid.axes={}", "trainer.steps=150", "trainer.batch_size=64", "method=simplex_ae",
@@ -109,3 +162,57 @@ def test_short_run_separates_tabular_anomalies(composer, dirs):
     cell, result = run_one_cell(composer, overrides)
     metrics = result["metrics"]
     assert metrics["auroc"] > 0.9, metrics
+    eff = result["effective_params"]
+    assert (eff["preset"], eff["optimizer"], eff["lr"], eff["z_dim"], eff["encoder_final_act"]) == (
+        None, "adam", 1e-3, 32, "linear")
+    assert "no preset" in eff["note"]
+    test = result["split"]["test"]
+    assert result["top_k"] == {"percent": pytest.approx(100 * test["anomalous"] / test["total"]),
+                               "from": "the test split's anomaly ratio", "rule": "percentile"}
+    assert metrics["top_k_flagged"] >= round(test["anomalous"]) and 0 <= metrics["f1"] <= 1
+
+
+def _selection_run(composer, dirs, *extra):
+    """A 6-epoch simplex run on a small table selecting on training R-scores; (metrics.json, log lines)."""
+    import json
+
+    overrides = [*dirs, "dataset=synthetic", "+dataset.params.kind=tabular", "+dataset.params.dim=6",
+                 "protocol=tabular", "launcher=debug", "grid.methods=[simplex_ae]", "grid.classes=null",
+                 "grid.axes={}", "trainer.steps=null", "trainer.epochs=6", "trainer.batch_size=64", "method=simplex_ae",
+                 "method.critic_steps=1", "method.lr=1e-3", "trainer.selection=train_feature_loss", *extra]
+    cell, result = run_one_cell(composer, overrides)
+    lines = [json.loads(x) for x in (cell.dir / "log.jsonl").read_text().splitlines()]
+    return result, [x for x in lines if "train_feature_loss" in x]
+
+
+def test_selection_on_training_r_scores_keeps_the_best_state_from_its_epoch_on(composer, dirs):
+    result, validations = _selection_run(composer, dirs, "method.selection_start_epoch=3")
+    assert [v["epoch"] for v in validations] == [1, 2, 3, 4, 5, 6]
+    assert [math.isinf(v["train_feature_loss"]) for v in validations] == [True, True, False, False, False, False]
+    eligible = [v for v in validations if math.isfinite(v["train_feature_loss"])]
+    best = min(eligible, key=lambda v: v["train_feature_loss"])
+    sel = result["selection"]
+    assert (sel["rule"], sel["step"], sel["value"]) == ("train_feature_loss", best["step"],
+                                                         best["train_feature_loss"])
+    assert "fallback" not in sel
+
+
+def test_selection_that_never_becomes_eligible_keeps_the_last_state_and_says_so(composer, dirs):
+    """50-epoch runs with selection from epoch 60: every criterion is +inf, which must never be kept as best."""
+    result, validations = _selection_run(composer, dirs, "method.selection_start_epoch=60")
+    assert all(math.isinf(v["train_feature_loss"]) for v in validations)
+    sel = result["selection"]
+    assert sel["fallback"] == "last" and sel["step"] == result["steps"] and sel["value"] is None
+    assert "last state was kept" in sel["note"]
+
+
+def test_an_infinite_first_criterion_is_never_kept_as_best_with_a_validation_split(composer, dirs):
+    """feature_loss on validation normals, never eligible in 3 epochs: the last state, not the first epoch's +inf."""
+    overrides = [*dirs, "dataset=synthetic", "protocol=ovr", "protocol.val_fraction=0.2", "launcher=debug",
+                 "grid.methods=[simplex_ae]", "grid.classes=[0]", "grid.axes={}", "trainer.steps=null",
+                 "trainer.epochs=3", "trainer.batch_size=32", "method=simplex_ae", "method.critic_steps=1",
+                 "trainer.selection=feature_loss", "method.selection_start_epoch=60"]
+    _, result = run_one_cell(composer, overrides)
+    sel = result["selection"]
+    assert sel["value"] is None and sel["step"] == result["steps"], sel  # not the first epoch with value inf
+    assert sel.get("fallback") == "last"

@@ -1,11 +1,12 @@
 """``dadf-aggregate`` (or ``python jobs/aggregate.py``): build a grid's results tables and report from its folder
 (works while the grid runs and after failures):
 
-    python jobs/aggregate.py runs/quickstart [--metric auroc --metric auprc] [--plots]
+    python jobs/aggregate.py runs/quickstart [--metric auroc --metric auprc] [--plots] [--all]
 
-Writes table.{md,csv,tex} and report.md into the grid folder; --plots also draws the PNGs (per-cell ones only
-when older than the cell's results, so rerunning is cheap). A folder it may not write into (read-only) gets a
-warning: the table is still printed.
+Tables the cells of the grid's last launch (grid.json); --all tables every cell folder of the grid (earlier launches'
+narrowed or wider expansions too). Writes table.{md,csv,tex} and report.md into the grid folder; --plots also
+draws the PNGs (per-cell ones only when older than the cell's results, so rerunning is cheap). A folder it may not
+write into (read-only) gets a warning: the table is still printed.
 """
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", action="append", help="auroc, auprc, precision, recall, f1 (repeatable)")
     parser.add_argument("--plots", action="store_true", help="draw ROC, histogram, reconstruction, training-curve "
                                                              "and AUROC-vs-p PNGs")
+    parser.add_argument("--all", action="store_true", dest="all_cells",
+                        help="table every cell folder, not only the cells of the grid's last launch (grid.json)")
     args = parser.parse_args(argv)
     setup_logging()
     from dadf.grid.aggregate import aggregate
 
     try:
-        _, md = aggregate(args.grid_dir, args.metric, plots=args.plots)
+        _, md = aggregate(args.grid_dir, args.metric, plots=args.plots, all_cells=args.all_cells)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ and save the results table.
     python jobs/launch_grid.py                                   # grid=quickstart, local launcher
     python jobs/launch_grid.py grid=mnist_ovr dataset.root=../shared/data trainer.epochs=3
     python jobs/launch_grid.py grid=mnist_ovr method=ae protocol.target_class=3   # one cell
+    python jobs/launch_grid.py grid=tabular dataset=arrhythmia   # any axis key narrows its axis
     python jobs/launch_grid.py grid=quickstart force=true        # rerun finished cells too
     python jobs/launch_grid.py grid=cifar_loo launcher=slurm     # submit job arrays to SLURM and return
 """
@@ -13,6 +14,7 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -27,30 +29,33 @@ EXIT_BUSY = 3  # another launch holds the grid
 
 
 def main() -> None:
-    check_overrides(sys.argv[1:])  # a bad key fails here, with the valid keys listed
-    launch_grid()
+    # A bad key fails here, with the valid keys listed. An override that only some methods of the grid take
+    # (method.nu: ocsvm's) is held back from Hydra's composition of the launch's own config, which has one method
+    # and would refuse it, and goes to expand with the others, which judges it cell by cell.
+    held = check_overrides(sys.argv[1:], per_method=True)
+    sys.argv = [a for a in sys.argv if a not in held]  # Hydra reads its overrides from sys.argv
+    hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")(lambda cfg: launch_grid(cfg, held))()
 
 
-@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
-def launch_grid(cfg: DictConfig) -> None:
+def launch_grid(cfg: DictConfig, held: Sequence[str] = ()) -> None:
     setup_logging()
     # Imported here to keep the module's top level cheap: spawned local workers re-import the script that imports it.
     from dadf.data.pipeline import declared_classes, ensure_shards
     from dadf.grid import store
     from dadf.grid.aggregate import aggregate
-    from dadf.grid.cells import expand
+    from dadf.grid.cells import expand, narrow
     from dadf.grid.launch import GridBusy, launch, warm_up
     from dadf.grid.validate import check_cells
 
     warm_up(cfg.launcher)
 
-    user = list(HydraConfig.get().overrides.task)
+    user = [*HydraConfig.get().overrides.task, *held]
     # A user's own config folders (hydra.searchpath=[file:///my/configs]) are Hydra overrides, not task overrides:
     # every cell's composition needs them too.
     search = [o for o in HydraConfig.get().overrides.hydra if o.split("=", 1)[0].lstrip("+") == "hydra.searchpath"]
 
-    def compose(overrides: list[str]) -> DictConfig:
-        return hydra.compose(config_name="config", overrides=search + user + overrides)
+    def compose(overrides: list[str]) -> DictConfig:  # expand adds the user's overrides to each cell's
+        return hydra.compose(config_name="config", overrides=search + overrides)
 
     def build(dcfg: DictConfig) -> None:
         try:
@@ -62,9 +67,12 @@ def launch_grid(cfg: DictConfig) -> None:
     try:
         # Expanding needs each dataset's number of classes: from its shards, so they are built first, unless its
         # source declares its classes (then the shards are built below, once every value is checked).
-        for dcfg in _trained_datasets(cfg, compose):
+        for dcfg in _trained_datasets(cfg, narrow(cfg.grid, user), compose):
             if declared_classes(dcfg) is None:
                 build(dcfg)
+            elif cfg.trainer.get("data") == "auto":  # auto decides from the shards' index: build them when the data
+                with contextlib.suppress(FileNotFoundError, ValueError):  # is here (else the build below says why)
+                    ensure_shards(dcfg, cfg.shards_dir)
         cells = expand(cfg, user, compose)
         # Every value is checked before any cell folder is touched: one line per problem.
         processes = (lambda c: 1) if cfg.launcher.name != "slurm" else _slurm_processes(cfg.launcher)
@@ -108,7 +116,7 @@ def launch_grid(cfg: DictConfig) -> None:
         print(f"runs folder: {grid_dir.resolve()}")
         print(f"watch it: {watch_hint(grid_dir)}")
         return
-    _, md = aggregate(grid_dir, list(metrics))
+    _, md = aggregate(grid_dir, list(metrics), cells=[c.id for c in cells])  # this launch's own cells
     print()
     print(md)
     print(f"{len(summary.done)} cells run, {len(summary.skipped)} skipped (finished), {len(summary.failed)} failed "
@@ -120,18 +128,20 @@ def launch_grid(cfg: DictConfig) -> None:
         raise SystemExit(1)
 
 
-def _trained_datasets(cfg: DictConfig, compose) -> list[DictConfig]:
-    """The datasets a grid trains on: each value of its `dataset` axis, else its dataset. A value that does not
-    compose is left to expand, which reports it with the grid's other problems."""
-    from hydra.errors import HydraException
+def _trained_datasets(cfg: DictConfig, narrowed, compose) -> list[DictConfig]:
+    """The datasets a grid trains on: each value of its (narrowed) `dataset` axis with the user's overrides, else
+    its dataset. A value that does not compose is left to expand, which reports it with the grid's other problems."""
+    from dadf.grid.cells import compose_dropping
 
-    values = cfg.grid.axes.get("dataset") if cfg.grid.axes else None
+    values = narrowed.axes.get("dataset")
     if not values:
         return [cfg.dataset]
     datasets = []
     for value in values:
-        with contextlib.suppress(HydraException):
-            datasets.append(compose([f"dataset={value}"]).dataset)
+        # keys of some methods only (method.nu) are dropped here: the default method lacks them
+        dcfg = compose_dropping(compose, [(f"dataset={value}", "axis"), *[(o, "user") for o in narrowed.rest]])
+        if dcfg.cfg is not None:
+            datasets.append(dcfg.cfg.dataset)
     return datasets
 
 

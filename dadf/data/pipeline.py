@@ -30,7 +30,20 @@ def data_root(dcfg: DictConfig) -> str:
 
 
 def shard_dir(dcfg: DictConfig, shards_root: str | Path) -> Path:
-    return Path(shards_root) / dcfg.name
+    return Path(shards_root) / dataset_name(dcfg)
+
+
+def dataset_name(dcfg: DictConfig) -> str:
+    """`dcfg.name`, or an error that says how to name one's own data (the generic dataset files leave it ???)."""
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+    try:
+        return str(dcfg.name)
+    except (MissingMandatoryValue, InterpolationResolutionError):
+        how = ("dataset.params.name=<table>, the file name of <root>/odds/<table>.mat or .npz (the dataset takes "
+               "that name)" if "name" in dcfg.params.keys() else "dataset.name=<a name of yours>")
+        raise sources.DataError(f"dataset={dcfg.source} reads data of your own: name it with {how}; the name "
+                                "names its shards (shards/<name>/), the cell ids and the table's columns") from None
 
 
 # dadf.config.CONFIG_DIR's dataset files (not imported from there: dadf.config imports dadf.data)
@@ -38,14 +51,25 @@ _DATASET_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
 _UNSET = object()
 
 
+def dataset_option(dcfg: DictConfig) -> str:
+    """The `dataset=` option that composes this dataset config: the file named after it, else the file of its
+    source (a table named by `dataset=odds dataset.params.name=cardio`, or a copy in a user's config folder)."""
+    for option in (dcfg.name, dcfg.source):
+        if (_DATASET_CONFIGS / f"{option}.yaml").is_file():
+            return str(option)
+    return str(dcfg.name)
+
+
 def rebuild_overrides(dcfg: DictConfig) -> list[str]:
-    """The `jobs/build_shards.py` overrides, beyond `dataset=<name>`, that compose this dataset config: its data
-    root, and each setting that shapes the shards (source, size, channels, params) or fetches the data (download)
-    where it differs from dadf/configs/dataset/<name>.yaml."""
-    path = _DATASET_CONFIGS / f"{dcfg.name}.yaml"
-    default = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {}
+    """The `jobs/build_shards.py` overrides, beyond `dataset=<dataset_option>`, that compose this dataset config: its
+    data root, its name where the file gives another, and each setting that shapes the shards (source, size,
+    channels, params) or fetches the data (download) where it differs from that file."""
+    path = _DATASET_CONFIGS / f"{dataset_option(dcfg)}.yaml"
+    default = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
     wanted = {**source_params(dcfg), "download": bool(dcfg.download)}
     out = [shards.override("dataset.root", data_root(dcfg))]
+    if "${" not in str(default.get("name")) and default.get("name") != dcfg.name:  # not odds.yaml's ${.params.name}
+        out.append(shards.override("dataset.name", dcfg.name))
     out += [shards.override(f"dataset.{key}", wanted[key]) for key in ("source", "size", "channels", "download")
             if default.get(key, _UNSET) != wanted[key]]
     params, default_params = wanted["params"], default.get("params") or {}
@@ -72,7 +96,7 @@ def _ensure_shards_locked(dcfg: DictConfig, out: Path, force: bool) -> Path:
     shards.remove_stale_builds(out)  # here too, not only in a build: shards that exist are not rebuilt
     wanted = source_params(dcfg)
     overrides = rebuild_overrides(dcfg)
-    rebuild = shards.force_rebuild_command(out, dcfg.name, overrides)
+    rebuild = shards.force_rebuild_command(out, dataset_option(dcfg), overrides)
     if (out / "index.json").exists() and not force:
         built = shards.read_index(out, rebuild=rebuild).get("source_params")
         if built != wanted:
@@ -84,7 +108,8 @@ def _ensure_shards_locked(dcfg: DictConfig, out: Path, force: bool) -> Path:
     p = wanted
     source = sources.load_source(p["source"], data_root(dcfg), download=bool(dcfg.download), size=p["size"],
                                  channels=p["channels"], **p["params"])
-    shards.build_shards(source, out, dataset_name=dcfg.name, source_params=wanted, rebuild_overrides=overrides)
+    shards.build_shards(source, out, dataset_name=dataset_option(dcfg), source_params=wanted,
+                        rebuild_overrides=overrides)
     return out
 
 
@@ -95,14 +120,14 @@ def class_count(dcfg: DictConfig, shards_root: str | Path) -> int:
     out = shard_dir(dcfg, shards_root)
     built = _built_classes(dcfg, out)
     if built is None and declared is None:
-        build = shards.rebuild_command(dcfg.name, *rebuild_overrides(dcfg),
+        build = shards.rebuild_command(dataset_option(dcfg), *rebuild_overrides(dcfg),
                                        shards.override("shards_dir", Path(shards_root).resolve()))
         raise sources.DataError(f"dataset {dcfg.name!r}: its classes are known from its data only, and its shards "
                                 f"are not built in {out} with these settings; build them first: {build}")
     if built is None:
         return len(declared)
     if declared is not None and len(built) != len(declared):
-        rebuild = shards.force_rebuild_command(out, dcfg.name, rebuild_overrides(dcfg))
+        rebuild = shards.force_rebuild_command(out, dataset_option(dcfg), rebuild_overrides(dcfg))
         raise sources.DataError(f"shards in {out} hold {len(built)} classes, but source {dcfg.source!r} has "
                                 f"{len(declared)} (they were built by an older dadf); rebuild with: {rebuild}")
     return len(built)
@@ -110,14 +135,30 @@ def class_count(dcfg: DictConfig, shards_root: str | Path) -> int:
 
 def declared_classes(dcfg: DictConfig) -> tuple[str, ...] | None:
     """The classes the dataset's source declares for its settings; None when only its data knows them."""
+    dataset_name(dcfg)  # the first look at a dataset config (launch_grid): an unnamed one of one's own stops here
     return sources.declared_classes(dcfg.source, OmegaConf.to_container(dcfg.params, resolve=True))
+
+
+def dataset_parts(dcfg: DictConfig, shards_root: str | Path) -> tuple[str, ...] | None:
+    """The dataset's parts (train, test, all...) without loading it: from its shards when they are built from its
+    current settings, else from what its source declares (at most a look at file names); None when unknown."""
+    out = shard_dir(dcfg, shards_root)
+    try:
+        if (out / shards.INDEX_FILE).is_file():
+            index = shards.read_index(out)
+            if index.get("source_params") == source_params(dcfg):
+                return tuple(index["parts"])
+        return sources.declared_parts(dcfg.source, data_root(dcfg), OmegaConf.to_container(dcfg.params, resolve=True))
+    except ValueError:  # an unreadable index, a bad parameter: the checks that load the data name it
+        return None
 
 
 def _built_classes(dcfg: DictConfig, out: Path) -> list[str] | None:
     """The classes recorded by the dataset's shards in `out`, when they are built from its current settings."""
     if not (out / shards.INDEX_FILE).is_file():
         return None
-    index = shards.read_index(out, rebuild=shards.force_rebuild_command(out, dcfg.name, rebuild_overrides(dcfg)))
+    rebuild = shards.force_rebuild_command(out, dataset_option(dcfg), rebuild_overrides(dcfg))
+    index = shards.read_index(out, rebuild=rebuild)
     return index["classes"] if index.get("source_params") == source_params(dcfg) else None
 
 
@@ -138,6 +179,9 @@ def protocol_params(pcfg: DictConfig) -> dict:
 
 @dataclasses.dataclass
 class CellData:
+    """A cell's split and its rows: tensors, or with trainer.data=stream, `dadf.data.stream.ShardRows` for train_x
+    and test_x (read when indexed and moved with ``.to``; val_x is read into memory)."""
+
     kind: str
     shape: tuple[int, ...]
     classes: tuple[str, ...]
@@ -175,6 +219,8 @@ def normaliser(kind: str, train: np.ndarray):
 
 
 def prepare_cell_data(cfg: DictConfig) -> CellData:
+    if cfg.trainer.get("data", "memory") == "stream":
+        return _streamed_cell_data(cfg)
     shards_root = cfg.paths.shards_dir
     primary = load_dataset(cfg.dataset, shards_root)
     datasets = {PRIMARY: primary}
@@ -196,6 +242,32 @@ def prepare_cell_data(cfg: DictConfig) -> CellData:
         val_x=norm(raw["val"]),
         val_truth=torch.from_numpy(split.val.truth.astype(np.int64)),
         test_x=norm(raw["test"]),
+        test_truth=torch.from_numpy(split.test.truth.astype(np.int64)),
+        test_cls=torch.from_numpy(split.test.cls.astype(np.int64)),
+        top_k_percent=float(top_k) if top_k is not None else None,
+    )
+
+
+def _streamed_cell_data(cfg: DictConfig) -> CellData:
+    """The cell's data as rows of its shards read on demand (dadf/data/stream.py): split from labels alone."""
+    from dadf.data import stream
+
+    def make_split(primary: Source, secondary: Source | None) -> Split:
+        return protocols.make_split(cfg.protocol.name, primary, seed=int(cfg.seed),
+                                    params=protocol_params(cfg.protocol), secondary=secondary)
+
+    split, primary, rows = stream.prepare(cfg, make_split, lambda dcfg: ensure_shards(dcfg, cfg.paths.shards_dir))
+    top_k = cfg.dataset.top_k_percent
+    return CellData(
+        kind=primary.kind,
+        shape=primary.sample_shape,
+        classes=primary.classes,
+        split=split,
+        train_x=rows["train"],
+        train_label=torch.from_numpy(split.train.label.astype(np.int64)),
+        val_x=rows["val"],
+        val_truth=torch.from_numpy(split.val.truth.astype(np.int64)),
+        test_x=rows["test"],
         test_truth=torch.from_numpy(split.test.truth.astype(np.int64)),
         test_cls=torch.from_numpy(split.test.cls.astype(np.int64)),
         top_k_percent=float(top_k) if top_k is not None else None,

@@ -20,6 +20,8 @@ import numpy as np
 from omegaconf import MISSING
 
 from dadf.data.types import PRIMARY, SECONDARY, Source, Split, Subset
+from dadf.eval.metrics import TOP_K_RULES
+from dadf.identity import added
 
 REQUIRED = object()  # marks a parameter without a default
 
@@ -274,6 +276,15 @@ class OODParams:
 @dataclass
 class TabularParams:
     train_fraction: float = 0.5
+    # how the top k% (dataset.top_k_percent; null: the test split's anomaly ratio) are flagged for precision/recall/
+    # F1: percentile (the field's, dadf/eval/metrics.py) | round (dadf's before this setting)
+    top_k_rule: str = added("percentile", before="round")
+
+
+def _check_top_k_rule(value, _source) -> str:
+    if value not in TOP_K_RULES:
+        raise ProtocolError(f"top_k_rule={value!r} is invalid; valid values: {', '.join(TOP_K_RULES)}")
+    return str(value)
 
 
 @dataclass
@@ -363,7 +374,7 @@ def _semisup(rng, source: Source, params: dict, secondary: Source | None) -> Spl
     return _one_class(rng, source, params, "semisup", normal_is_target=True, extra_label=1)
 
 
-@register("tabular", layout="tabular", params=TabularParams)
+@register("tabular", layout="tabular", params=TabularParams, checks={"top_k_rule": _check_top_k_rule})
 def _tabular(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     _require_parts(source, "tabular", "all")
     rows = _part_rows(source, "all")
@@ -384,6 +395,48 @@ def _gpnd(rng, source: Source, params: dict, secondary: Source | None) -> Split:
     test_anoms, _ = _draw(rng, anomalies, len(test_normals), "test anomalies")
     test = _concat([_subset(test_normals, 0, 0), _subset(test_anoms, 1, 1)])
     return Split(train=_subset(train, 0, 0), val=_empty_subset(), test=test)
+
+
+@dataclass
+class AttributeParams:
+    attribute: str = MISSING  # the per-sample attribute that marks an anomaly (CelebA: Bald, Mustache, Bangs...)
+    val_fraction: float = 0.0  # share of the normal training rows held out for validation
+    val_anomalies: int = 0  # training-part images with the attribute held out for validation
+
+
+def _check_attribute(value, source: Source) -> str:
+    """A name among the source's attributes; any string when the source has none (the split then says so)."""
+    names = source.attribute_names
+    if not isinstance(value, str) or (names and value not in names):
+        valid = f"one of {', '.join(names)}" if names else "an attribute name of the dataset (a string)"
+        raise ProtocolError(f"attribute={value!r} is not an attribute of dataset {source.name!r}; "
+                            f"valid values: {valid}")
+    return value
+
+
+@register("attribute", layout="attribute", params=AttributeParams, checks={"attribute": _check_attribute})
+def _attribute(rng, source: Source, params: dict, secondary: Source | None) -> Split:
+    """PIAD's CelebA protocol: train on the "train" part's images without the attribute, test on the "test" part,
+    anomalous = with it. Seeded draws: the validation rows only (the test part is taken whole)."""
+    name = params["attribute"]
+    if not source.attribute_names:
+        raise ProtocolError(f"protocol 'attribute' splits on per-sample attributes, but dataset {source.name!r} has "
+                            "none; use a dataset that has them (dataset=celeba: 40 attributes)")
+    _require_parts(source, "attribute", "train", "test")
+    column = source.attribute_names.index(name)
+    train_rows = _part_rows(source, "train")
+    has = source.attributes["train"][:, column] == 1
+    normals, anomalies = train_rows.where(~has), train_rows.where(has)
+    val_normals, normals = _draw(rng, normals, _n_of(params["val_fraction"], len(normals)), "validation normals")
+    val_anoms, _ = _draw(rng, anomalies, params["val_anomalies"], f"validation anomalies (images with {name})")
+    test_rows = _part_rows(source, "test")
+    truth = source.attributes["test"][:, column] == 1
+    counts = {"train_normal": len(normals), "test_normal": int((~truth).sum()), "test_anomalous": int(truth.sum())}
+    if not counts["train_normal"] or not counts["test_normal"] or not counts["test_anomalous"]:
+        raise ProtocolError(f"protocol 'attribute' with attribute={name!r} on dataset {source.name!r} gives {counts}: "
+                            "it needs normal training images and both kinds of test images; choose another attribute")
+    return Split(train=_subset(normals, 0, 0), val=_concat([_subset(val_normals, 0, 0), _subset(val_anoms, 1, 1)]),
+                 test=_subset(test_rows, truth, truth), info={"attribute": name, "counts": counts})
 
 
 def make_split(protocol: str, source: Source, *, seed: int, params: dict, secondary: Source | None = None) -> Split:

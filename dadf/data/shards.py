@@ -5,7 +5,9 @@ Layout of a shard folder::
     index.json              dataset metadata, the overrides that rebuild it + per part: count and shards
                             (file, count, sha256)
     <part>-000000.tar ...   WebDataset tars; sample key "<part>_<original index>", members
-                            "<key>.x.npy" (one row of x) and "<key>.cls" (class index as text)
+                            "<key>.x.npy" (one row of x) and "<key>.cls" (class index as text); a source
+                            with per-sample attributes adds "<key>.attr" (one "0"/"1" character per name
+                            in index.json's "attributes", in that order; `decode_attributes`)
 
 Samples are shuffled (seeded) before writing, so any shard is a random sample of its part; the
 original index travels in the key, so loading puts every row back where the `Source` had it and
@@ -129,21 +131,33 @@ class _Layout:
 # Building.
 
 
-def _write_shard(path: Path, part: str, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> dict:
+def encode_attributes(row: np.ndarray) -> bytes:
+    return bytes(ord("0") + row.astype(np.uint8))
+
+
+def decode_attributes(blob: bytes) -> np.ndarray:
+    """The uint8 0/1 attributes of one sample from its ".attr" member."""
+    return np.frombuffer(blob, dtype=np.uint8) - ord("0")
+
+
+def _write_shard(path: Path, part: str, x: np.ndarray, y: np.ndarray, a: np.ndarray | None, rows: np.ndarray) -> dict:
     layout = _Layout(x.shape[1:], x.dtype)
     # mtime fixed so that the same source and seed give byte-identical tars (stable checksums).
     with open(path, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0) as writer:
         for i in rows:
             sample = {"__key__": sample_key(part, int(i)), "x.npy": layout.encode(x[i]), "cls": b"%d" % y[i]}
+            if a is not None:  # only then: shards of sources without attributes stay byte-identical
+                sample["attr"] = encode_attributes(a[i])
             writer.write(sample)
     return {"file": path.name, "count": int(len(rows)), "sha256": _sha256(path)}
 
 
-def _write_part(out: Path, part: str, x: np.ndarray, y: np.ndarray, rng, samples_per_shard, min_shards) -> dict:
+def _write_part(out: Path, part: str, x: np.ndarray, y: np.ndarray, a: np.ndarray | None, rng, samples_per_shard,
+                min_shards) -> dict:
     n = len(y)
     order = rng.permutation(n)
     chunks = np.array_split(order, _n_shards(n, samples_per_shard, min_shards)) if n else []
-    shards = [_write_shard(out / _shard_name(part, k), part, x, y, rows) for k, rows in enumerate(chunks)]
+    shards = [_write_shard(out / _shard_name(part, k), part, x, y, a, rows) for k, rows in enumerate(chunks)]
     return {"count": int(n), "shards": shards}
 
 
@@ -257,6 +271,8 @@ def build_shards(
         "rebuild_overrides": list(rebuild_overrides),
         "parts": {},
     }
+    if source.attribute_names:  # absent otherwise, so that indexes of sources without attributes stay as they were
+        index["attributes"] = list(source.attribute_names)
     remove_stale_builds(out_dir)
     tmp = _scratch_dir(out_dir, "tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -264,7 +280,8 @@ def build_shards(
     try:
         for part, (x, y) in source.parts.items():
             rng = np.random.default_rng([int(seed), zlib.crc32(part.encode())])  # stable, unlike hash()
-            index["parts"][part] = _write_part(tmp, part, x, y, rng, samples_per_shard, min_shards)
+            attributes = source.attributes.get(part) if source.attribute_names else None
+            index["parts"][part] = _write_part(tmp, part, x, y, attributes, rng, samples_per_shard, min_shards)
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))
         _replace_dir(tmp, out_dir)
     finally:
@@ -344,14 +361,15 @@ def _check_header_sums(data: bytes, offsets: list[int], stored: list[int]) -> No
 
 
 def _read_shard(path: Path, part: str, rebuild: str):
-    """Parse one shard held in memory: (bytes, row indices, {row: class}, x payload (offset, size))."""
+    """Parse one shard held in memory: (bytes, row indices, {row: class}, x payload (offset, size),
+    {row: attributes member})."""
     data = path.read_bytes()
     try:
         members = _tar_members(data)
     except (tarfile.TarError, ValueError, UnicodeDecodeError) as exn:
         raise _shard_error(path, f"unreadable tar ({exn})", rebuild) from exn
     prefix = part + "_"
-    rows, classes, x_offsets = [], {}, []
+    rows, classes, x_offsets, attributes = [], {}, [], {}
     for name, offset, size in members:
         if offset + size > len(data):
             break  # member cut off by truncation; the count check reports it
@@ -364,7 +382,9 @@ def _read_shard(path: Path, part: str, rebuild: str):
             x_offsets.append((offset, size))
         elif ext == "cls":
             classes[row] = int(data[offset : offset + size])
-    return data, rows, classes, x_offsets
+        elif ext == "attr":
+            attributes[row] = data[offset : offset + size]
+    return data, rows, classes, x_offsets, attributes
 
 
 def _row_of(key: str, prefix: str) -> int | None:
@@ -391,11 +411,13 @@ def _place_x(path, data: bytes, offsets, rows, x_out_bytes: np.ndarray, layout: 
         x_out_bytes[rows[k]] = np.frombuffer(row.tobytes(), dtype=np.uint8)
 
 
-def _load_part(out_dir: Path, part: str, entry: dict, layout: _Layout, rebuild: str, verify: bool):
+def _load_part(out_dir: Path, part: str, entry: dict, layout: _Layout, rebuild: str, verify: bool,
+               n_attributes: int = 0):
     n = int(entry["count"])
     x = np.empty((n, *layout.shape), dtype=layout.dtype)
     x_bytes = x.reshape(n, -1).view(np.uint8) if n else np.empty((0, layout.nbytes), np.uint8)
     y = np.empty(n, dtype=np.int64)
+    a = np.empty((n, n_attributes), dtype=np.uint8)
     seen = np.zeros(n, dtype=bool)
     for shard in entry["shards"]:
         path = out_dir / shard["file"]
@@ -403,14 +425,26 @@ def _load_part(out_dir: Path, part: str, entry: dict, layout: _Layout, rebuild: 
             raise _shard_error(path, "missing shard file", rebuild)
         if verify and _sha256(path) != shard["sha256"]:
             raise _shard_error(path, "checksum mismatch (file differs from the one index.json recorded)", rebuild)
-        data, rows, classes, offsets = _read_shard(path, part, rebuild)
+        data, rows, classes, offsets, attributes = _read_shard(path, part, rebuild)
         _check_shard_rows(path, rows, classes, shard["count"], n, seen, rebuild)
         _place_x(path, data, offsets, rows, x_bytes, layout, rebuild)
         y[rows] = [classes[r] for r in rows]
+        if n_attributes:
+            a[rows] = _attribute_rows(path, rows, attributes, n_attributes, rebuild)
         seen[rows] = True
     if not seen.all():
         raise _shard_error(out_dir / INDEX_FILE, f"part {part!r}: {int((~seen).sum())} of {n} samples missing", rebuild)
-    return x, y
+    return x, y, a
+
+
+def _attribute_rows(path, rows, attributes: dict, n_attributes: int, rebuild: str) -> np.ndarray:
+    lacking = [r for r in rows if len(attributes.get(r, b"")) != n_attributes]
+    if lacking:
+        raise _shard_error(path, f"sample {lacking[0]} lacks its {n_attributes} attributes (.attr member)", rebuild)
+    out = np.stack([decode_attributes(attributes[r]) for r in rows]) if rows else np.empty((0, n_attributes))
+    if out.size and out.max() > 1:
+        raise _shard_error(path, "attributes other than 0/1 in an .attr member", rebuild)
+    return out
 
 
 def _check_shard_rows(path, rows, classes, expected, n, seen, rebuild) -> None:
@@ -437,11 +471,13 @@ def load_source_from_shards(out_dir: Path, *, verify: bool = True) -> Source:
     index = read_index(out_dir)
     layout = _Layout(index["sample_shape"], index["dtype"])
     rebuild = _index_rebuild_command(out_dir, index)
-    parts = {
-        part: _load_part(out_dir, part, entry, layout, rebuild, verify) for part, entry in index["parts"].items()
-    }
+    names = tuple(index.get("attributes", ()))  # absent from shards of sources without attributes
+    loaded = {part: _load_part(out_dir, part, entry, layout, rebuild, verify, len(names))
+              for part, entry in index["parts"].items()}
     return Source(
-        name=index["name"], kind=index["kind"], parts=parts, classes=tuple(index["classes"]), meta=index["meta"]
+        name=index["name"], kind=index["kind"], parts={part: (x, y) for part, (x, y, _) in loaded.items()},
+        classes=tuple(index["classes"]), meta=index["meta"], attribute_names=names,
+        attributes={part: a for part, (_, _, a) in loaded.items()} if names else {},
     )
 
 

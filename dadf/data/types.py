@@ -14,8 +14,12 @@ class Source:
 
     Images: ``x`` is uint8 of shape (N, C, H, W). Tabular: ``x`` is float32 of shape (N, D).
     ``y`` is int64 class indices into ``classes``. Image datasets have parts "train" and "test"
-    (a dataset with a single original split, e.g. notMNIST, has only the part it ships). Tabular
+    (a dataset with a single original split, e.g. notMNIST, has only the part it ships, which
+    ``dataset.params.split_test=true`` halves per class into "train" and "test"). Tabular
     datasets have one part, "all", whose classes are ("inlier", "outlier").
+
+    Optional per-sample binary attributes beside the class (CelebA's 40): ``attributes[part]`` is a uint8 0/1
+    matrix (rows of that part, one column per name in ``attribute_names``); every part has one when any has.
     """
 
     name: str
@@ -23,6 +27,22 @@ class Source:
     parts: dict[str, tuple[np.ndarray, np.ndarray]]
     classes: tuple[str, ...]
     meta: dict = field(default_factory=dict)
+    attribute_names: tuple[str, ...] = ()
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # Parts rebuilt (a subset, a split) beside attributes left as they were fail here, rather than pairing
+        # rows with another row's attributes.
+        if not self.attribute_names and not self.attributes:
+            return
+        if set(self.attributes) != set(self.parts):
+            raise ValueError(f"source {self.name!r}: attributes are given for parts {sorted(self.attributes)}, "
+                             f"but its parts are {sorted(self.parts)}")
+        for part, a in self.attributes.items():
+            n = len(self.parts[part][1])
+            if a.dtype != np.uint8 or a.shape != (n, len(self.attribute_names)):
+                raise ValueError(f"source {self.name!r} part {part!r}: attributes must be uint8 of shape "
+                                 f"({n}, {len(self.attribute_names)}), got {a.dtype} {a.shape}")
 
     @property
     def sample_shape(self) -> tuple[int, ...]:

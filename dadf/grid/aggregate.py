@@ -1,6 +1,7 @@
 """Turn a grid folder into its results tables and report: load the cells (table.py), build the tables in the layout
 that the grid's protocol names (protocols.py names it, layouts.py holds it), render them (render.py), and write
-table.{md,csv,tex} and report.md (report.py). Reads only files, so it works while the grid runs and after any crash.
+table.{md,csv,tex} and report.md (report.py, with the method comparison of stats.py over results.py's DataFrame).
+Reads only files, so it works while the grid runs and after any crash.
 """
 from __future__ import annotations
 
@@ -37,17 +38,18 @@ def build_tables(records: list[CellRecord], metrics: list[str], grid: str, publi
 
 
 def aggregate(grid_dir: Path, metrics: list[str] | None = None, plots: bool = False,
-              write: bool = True) -> tuple[Table, str]:
-    """Build the grid's tables, return (the first table, the Markdown of all tables). write=True also writes
-    table.{md,csv,tex} and report.md into the grid folder, and with plots=True the PNGs (per-cell ones only when out
-    of date); a folder that refuses writes (read-only, no permission) gets one warning, the tables are still
-    returned. write=False touches nothing (status.py)."""
+              write: bool = True, cells: list[str] | None = None, all_cells: bool = False) -> tuple[Table, str]:
+    """Build the grid's tables, return (the first table, the Markdown of all tables). The cells tabled: `cells`
+    when given (a launch passes its own), every cell folder with all_cells=True, else those of the grid's last
+    launch (grid.json). write=True also writes table.{md,csv,tex} and report.md into the grid folder, and with
+    plots=True the PNGs (per-cell ones only when out of date); a folder that refuses writes (read-only, no
+    permission) gets one warning, the tables are still returned. write=False touches nothing (status.py)."""
     grid_dir = Path(grid_dir)
     if not grid_dir.is_dir():
         raise FileNotFoundError(f"{grid_dir} does not exist: run python jobs/launch_grid.py grid=<name> first")
     manifest = store.read_manifest(grid_dir)
     metrics = list(metrics or manifest.get("metrics") or ["auroc"])
-    records = load_records(grid_dir)
+    records = load_records(grid_dir, cells, all_cells)
     if not records:
         raise FileNotFoundError(f"{grid_dir} holds no cells (no */cell.yaml)")
     grid = manifest.get("grid", grid_dir.name)
@@ -55,7 +57,7 @@ def aggregate(grid_dir: Path, metrics: list[str] | None = None, plots: bool = Fa
     md = "\n".join(to_markdown(t) for t in tables)
     if write:
         try:
-            _write(grid_dir, grid, records, tables, md, plots)
+            _write(grid_dir, grid, records, tables, md, plots, metrics[0])
         except OSError as e:
             if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC):
                 raise
@@ -66,8 +68,9 @@ def aggregate(grid_dir: Path, metrics: list[str] | None = None, plots: bool = Fa
     return tables[0], md
 
 
-def _write(grid_dir: Path, grid: str, records: list[CellRecord], tables: list[Table], md: str, plots: bool) -> None:
+def _write(grid_dir: Path, grid: str, records: list[CellRecord], tables: list[Table], md: str, plots: bool,
+           metric: str) -> None:
     store.atomic_write_text(grid_dir / "table.md", md)
     store.atomic_write_text(grid_dir / "table.csv", to_csv(tables))
     store.atomic_write_text(grid_dir / "table.tex", "\n".join(to_latex(t) for t in tables))
-    write_report(grid_dir, grid, records, tables, plots=plots)
+    write_report(grid_dir, grid, records, tables, plots=plots, metric=metric)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dadf import config
 from dadf.data.pipeline import class_count
+from dadf.data.stream import resolve_data_mode
 from dadf.provenance import config_hash
 
 Compose = Callable[[list[str]], DictConfig]
@@ -27,15 +29,15 @@ class Cell:
     dir: Path
 
 
-def _key_of(override: str) -> str:
+def key_of(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _strip(overrides: list[str], key: str) -> tuple[list[str], list[str]]:
+def strip_key(overrides: list[str], key: str) -> tuple[list[str], list[str]]:
     """(overrides without ``key=...``, the values given for key)."""
     kept, values = [], []
     for o in overrides:
-        if _key_of(o) == key:
+        if key_of(o) == key:
             values.append(o.split("=", 1)[1])
         else:
             kept.append(o)
@@ -59,8 +61,15 @@ def _slug(value) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "", str(value))
 
 
+def _label(method: DictConfig) -> str:
+    """The method's name in ids and tables (PyOD's detectors: pyod_lof); methods are imported once composing ran."""
+    from dadf.methods import label
+
+    return label(method)
+
+
 def make_cell_id(cfg: DictConfig, axes: dict) -> str:
-    parts = [cfg.method.name, cfg.dataset.name, cfg.protocol.name]
+    parts = [_label(cfg.method), cfg.dataset.name, cfg.protocol.name]
     if cfg.protocol.get("secondary") is not None:
         parts.append(cfg.protocol.secondary.name)
     if cfg.protocol.get("target_class") is not None:
@@ -72,6 +81,12 @@ def make_cell_id(cfg: DictConfig, axes: dict) -> str:
 
 def _absolute(path) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _trainable(method: str) -> bool:
+    from dadf.methods import get_method
+
+    return get_method(method).trainable
 
 
 def freeze(cfg: DictConfig, compose: Compose, grid_name: str, axes: dict) -> DictConfig:
@@ -89,9 +104,10 @@ def freeze(cfg: DictConfig, compose: Compose, grid_name: str, axes: dict) -> Dic
         cell.protocol.secondary.root = _absolute(cell.protocol.secondary.root)
         with open_dict(cell):
             cell.protocol.secondary.num_classes = class_count(cell.protocol.secondary, cfg.shards_dir)
-    with open_dict(cell):
+    with open_dict(cell):  # decided here, once: memory or stream, part of the id (a resume never re-decides)
+        cell.trainer.data = resolve_data_mode(cell, cfg.shards_dir, _trainable(cell.method.name))
         cell.paths = {"runs_dir": _absolute(cfg.runs_dir), "shards_dir": _absolute(cfg.shards_dir)}
-        cell.cell = {"grid": grid_name, "id": make_cell_id(cell, axes), "method": cell.method.name,
+        cell.cell = {"grid": grid_name, "id": make_cell_id(cell, axes), "method": _label(cell.method),
                      "dataset": cell.dataset.name, "protocol": cell.protocol.name,
                      "target_class": cell.protocol.get("target_class"), "seed": int(cell.seed),
                      "secondary": cell.protocol.secondary.name if cell.protocol.get("secondary") else None,
@@ -112,10 +128,11 @@ class GridError(ValueError):
 def _refused_key(error: Exception, keys: set[str]) -> str | None:
     """The config key a Hydra composition error is about, when it is one of ``keys``; None for a value its
     schema's type refuses (the key is there: that is another error)."""
+    from hydra.errors import MissingConfigException
     from omegaconf.errors import ValidationError
 
-    if isinstance(error.__cause__, ValidationError):
-        return None
+    if isinstance(error.__cause__, ValidationError) or isinstance(error, MissingConfigException):
+        return None  # MissingConfigException: an unknown option of a group (dataset=foo), not a key
     text = f"{error}\n{error.__cause__ or ''}"
     for key in re.findall(r"'([^'\s]+)'", text) + re.findall(r"full_key: (\S+)", text):
         if key in keys:
@@ -123,31 +140,98 @@ def _refused_key(error: Exception, keys: set[str]) -> str | None:
     return None
 
 
-def _compose_dropping(compose: Compose, attempt: list[tuple[str, str]]):
-    """Compose ``attempt`` ([(override, origin)]); while Hydra refuses an override's key (the method has no such
-    option), drop every override of that key and compose again, to find all the keys the method refuses. Returns
-    (config or None, [(origin, override, key)] dropped, the first line of another composition error (and of its
-    cause) or None).
+def adds_to_schema(cfg: DictConfig, key: str) -> bool:
+    """Whether ``key`` is missing from a schema on its path in ``cfg`` (a dataclass: the method's params, the
+    trainer...): ``+key=``/``++key=`` would put it there, where no code reads it. Open dicts (``dataset.params``)
+    take new keys."""
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig):
+            return False
+        schema = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(schema) and part not in {f.name for f in dataclasses.fields(schema)}:
+            return True
+        node = node.get(part)
+    return False
 
-    launch_grid's ``compose`` puts the user's overrides in front of every composition, so a dropped user override
-    may come back: then the search stops at the first refused key of this method."""
+
+def _set_form(override: str) -> str:
+    """``+key=v`` as ``key=v``."""
+    return override[1:] if override.startswith("+") and not override.startswith("++") else override
+
+
+class Composed(typing.NamedTuple):
+    cfg: DictConfig | None  # None: another composition error
+    dropped: list[tuple[str, str, str]]  # (origin, override, key) of the overrides refused for their key
+    error: str | None  # the first line of another composition error (and of its cause)
+    set_forms: list[str]  # the overrides given as +key= that set a key the config has
+
+
+def compose_dropping(compose: Compose, attempt: list[tuple[str, str]]) -> Composed:
+    """Compose ``attempt`` ([(override, origin)]); while Hydra refuses an override's key (the method has no such
+    option), drop every override of that key and compose again, to find all the keys the method refuses.
+
+    Within a grid ``+key=``, ``++key=`` and ``key=`` mean the same for a schema's key (the method's params...): set
+    it where the cell's config has it, refused where it has not. So ``+key=`` on a cell that has the key sets it
+    (the user cannot know which cells have it), and ``+``/``++`` that would add a key to a schema is refused like
+    ``key=``. Only open dicts (``dataset.params``) take new keys.
+
+    A ``compose`` that puts the user's overrides in front of every composition (tests do, to check this) brings a
+    dropped user override back: then the search stops at the first refused key of this method."""
     from hydra.errors import HydraException
 
-    dropped, dropped_keys = [], set()
+    dropped, dropped_keys, set_forms = [], set(), []
     while True:
+        keys = {key_of(o) for o, origin in attempt if origin != "method"} | dropped_keys
         try:
-            return compose([o for o, _ in attempt]), dropped, None
+            cfg = compose([o for o, _ in attempt])
         except HydraException as e:
-            keys = {_key_of(o) for o, origin in attempt if origin != "method"} | dropped_keys
             key = _refused_key(e, keys)
             if key is None:
-                lines = [str(x).strip().splitlines()[0] for x in (e, e.__cause__) if x is not None and str(x).strip()]
-                return None, dropped, ": ".join(lines) or type(e).__name__
-            if key in dropped_keys:
-                return None, dropped, None
-            dropped_keys.add(key)
-            dropped += [(origin, o, key) for o, origin in attempt if _key_of(o) == key]
-            attempt = [(o, origin) for o, origin in attempt if _key_of(o) != key]
+                return Composed(None, dropped, _first_lines(e), set_forms)
+            if "An item is already at" in str(e) and any(_set_form(o) != o for o, _ in attempt if key_of(o) == key):
+                set_forms += [o for o, _ in attempt if key_of(o) == key and _set_form(o) != o]
+                attempt = [(_set_form(o) if key_of(o) == key else o, origin) for o, origin in attempt]
+                continue
+        else:
+            adding = [key_of(o) for o, origin in attempt if o.startswith("+") and origin != "method"]
+            key = next((k for k in adding if adds_to_schema(cfg, k)), None)
+            if key is None:
+                return Composed(cfg, dropped, None, set_forms)
+        if key in dropped_keys:
+            return Composed(None, dropped, None, set_forms)
+        dropped_keys.add(key)
+        dropped += [(origin, o, key) for o, origin in attempt if key_of(o) == key]
+        attempt = [(o, origin) for o, origin in attempt if key_of(o) != key]
+
+
+def _first_lines(error: Exception) -> str:
+    """The first line of a composition error and of its cause; an unknown dataset gets the choices and the sources
+    that read a user's own files."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(error, MissingConfigException) and str(error.missing_cfg_file or "").startswith("dataset/"):
+        return unknown_dataset(error.missing_cfg_file.split("/", 1)[1], error.options)
+    lines = [str(x).strip().splitlines()[0] for x in (error, error.__cause__) if x is not None and str(x).strip()]
+    return ": ".join(lines) or type(error).__name__
+
+
+# The generic sources, should dadf.data.sources not list them (it registers them with a line each).
+_GENERIC_SOURCES = ("odds", "csv_table", "idx", "image_folder", "image_arrays")
+
+
+def unknown_dataset(value: str, files) -> str:
+    """The message for ``dataset=<value>`` that names no dataset file: the files there are, and the generic sources,
+    which read a user's own files from ``dataset=<source>`` and its params, without writing a file."""
+    try:
+        from dadf.data.sources import generic_sources
+
+        generic = [f"{name} ({line})" for name, line in generic_sources().items()] or list(_GENERIC_SOURCES)
+    except ImportError:
+        generic = list(_GENERIC_SOURCES)
+    return (f"dataset={value} is not a dataset file (dadf/configs/dataset/, or a folder of yours in hydra.searchpath);"
+            f" the files: {', '.join(files or [])}. Your own data needs no file: a generic source reads it, "
+            f"dataset=<source> with its params: {'; '.join(generic)}. docs/data.md shows each, with templates")
 
 
 def _composition_problems(g: DictConfig, methods: list[str], method_overrides: dict,
@@ -159,7 +243,7 @@ def _composition_problems(g: DictConfig, methods: list[str], method_overrides: d
         entry[0].append(override)
         entry[1].extend(m for m in bad if m not in entry[1])
     for (origin, _), (overrides, bad) in grouped.items():
-        override, key = overrides[0], _key_of(overrides[0])
+        override, key = overrides[0], key_of(overrides[0])
         fits = [m for m in methods if m not in bad]
         names = ", ".join(bad)
         if origin != "user":
@@ -178,7 +262,9 @@ def _composition_problems(g: DictConfig, methods: list[str], method_overrides: d
                 f"{override} does not apply to method(s) {names} of grid {g.name!r} (they have no key {key!r}): "
                 f"narrow the grid with method={fits[0]}" + "".join(f" (or method={m})" for m in fits[1:])
                 + f", or give it to the methods it fits, e.g. '+grid.method_overrides.{fits[0]}=[{value}]'")
-    problems += [f"method(s) {', '.join(ms)} of grid {g.name!r}: {msg}" for msg, ms in failed.items()]
+    for msg, ms in failed.items():  # one that every method meets (an unknown dataset) is the grid's
+        problems.append(f"grid {g.name!r}: {msg}" if ms == list(methods)
+                        else f"method(s) {', '.join(ms)} of grid {g.name!r}: {msg}")
     return problems
 
 
@@ -191,24 +277,60 @@ def _class_list(spec, num_classes: int, protocol: DictConfig) -> list[int | None
     return [int(c) for c in spec]
 
 
+@dataclasses.dataclass(frozen=True)
+class Narrowed:
+    """What of a grid a launch runs: the user's overrides of ``method``, ``protocol.target_class``, ``seed`` and of
+    any axis key pick those values of the grid; ``rest`` are the user's other overrides, which set every cell."""
+
+    methods: list[str]
+    axes: dict[str, list]
+    classes: list[int]  # the user's target classes; [] = the grid's
+    seeds: list[int]
+    rest: list[str]
+    replaced: frozenset[str]  # axes the user narrowed or replaced: axis_overrides of values left out do not apply
+
+
+def _axis_value(given: str, values: list):
+    """A value given on the command line as the axis holds it (``10`` for ``protocol.p=10``), so a narrowed cell
+    is the very cell of the whole grid; a value the axis lacks stays as given."""
+    return next((v for v in values if str(v) == given), given)
+
+
+def narrow(g: DictConfig, user_overrides: list[str]) -> Narrowed:
+    """The grid ``g`` narrowed by the user's overrides. ``dataset=arrhythmia`` on a grid with a dataset axis runs
+    that axis value only; a value the axis lacks replaces the axis (``dataset=odds dataset.params.name=cardio`` runs
+    the grid's methods on that one table)."""
+    rest, methods = strip_key(list(user_overrides), "method")
+    rest, classes = strip_key(rest, "protocol.target_class")
+    rest, seeds = strip_key(rest, "seed")
+    axes = OmegaConf.to_container(g.axes, resolve=True) or {}
+    replaced = {k for k in axes if any(key_of(o) in ("grid.axes", f"grid.axes.{k}") for o in user_overrides)}
+    for key in list(axes):
+        rest, values = strip_key(rest, key)
+        if values:
+            axes[key] = [_axis_value(v, axes[key]) for v in values]
+            replaced.add(key)
+    return Narrowed(methods or list(g.methods), axes, [int(c) for c in classes],
+                    [int(s) for s in seeds] or [int(s) for s in g.seeds], rest, frozenset(replaced))
+
+
 def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> list[Cell]:
     """All cells of the grid ``base`` (the config composed from ``user_overrides``), in table order.
 
-    A user override of ``method=``, ``protocol.target_class=`` or ``seed=`` narrows the grid to that value
-    instead of being overwritten by the grid's axes; every other user override applies to every cell.
+    A user override of ``method=``, ``protocol.target_class=``, ``seed=`` or of an axis key (``dataset=``) narrows
+    the grid to that value instead of being overwritten by the grid's axes (``narrow``); every other user override
+    applies to every cell.
     """
     g = base.grid
-    rest, methods = _strip(list(user_overrides), "method")
-    rest, user_classes = _strip(rest, "protocol.target_class")
-    rest, user_seeds = _strip(rest, "seed")
-    methods = methods or list(g.methods)
-    seeds = [int(s) for s in user_seeds] or [int(s) for s in g.seeds]
-    axes = OmegaConf.to_container(g.axes, resolve=True) or {}
+    n = narrow(g, user_overrides)
+    methods, seeds, axes, rest, user_classes = n.methods, n.seeds, n.axes, n.rest, n.classes
     method_overrides = OmegaConf.to_container(g.method_overrides, resolve=True) or {}
-    # {axis key: {value: [overrides]}}: settings that go with one axis value (a dataset's own batch size, say)
+    # {axis key: {value: [overrides]}}: settings that go with one axis value (a dataset's own batch size, say).
+    # Those of values the user's narrowing left out do not apply; on an axis the user left alone, a value the axis
+    # lacks is a slip of the grid file.
     value_overrides = OmegaConf.to_container(g.axis_overrides, resolve=True) if g.get("axis_overrides") else {}
     unknown = [f"{k}.{v}" for k, vs in value_overrides.items() for v in vs
-               if k not in axes or str(v) not in map(str, axes[k])]
+               if k not in axes or (k not in n.replaced and str(v) not in map(str, axes[k]))]
     if unknown:
         raise ValueError(f"grid {g.name!r}: axis_overrides {unknown} name no axis value; the axes are {axes}")
     runs_root = Path(base.runs_dir) / g.name
@@ -225,7 +347,7 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
             attempt += [(o, f"grid.axis_overrides.{k}.{v}") for k, v in axis_values.items()
                         for o in value_overrides.get(k, {}).get(str(v), [])]
             attempt += [(o, "user") for o in rest]
-            cfg, dropped, error = _compose_dropping(compose, attempt)
+            cfg, dropped, error, _ = compose_dropping(compose, attempt)
             for entry in dropped:
                 refused.setdefault(entry, [])
                 if method not in refused[entry]:
@@ -238,7 +360,7 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
                 continue
             with open_dict(cfg.dataset):  # from the data (or what its source declares), frozen with the cell
                 cfg.dataset.num_classes = class_count(cfg.dataset, cfg.shards_dir)
-            classes = [int(c) for c in user_classes] or _class_list(g.classes, cfg.dataset.num_classes, cfg.protocol)
+            classes = user_classes or _class_list(g.classes, cfg.dataset.num_classes, cfg.protocol)
             for cls, seed in itertools.product(classes, seeds):
                 with open_dict(cfg):
                     cfg.seed = seed

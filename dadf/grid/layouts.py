@@ -4,7 +4,8 @@
     per_class   rows = methods (and ablation axes), columns = classes, then the average (AMA/PIAD Table 2)
     ood         rows = methods and ablations, columns = trained-on → OOD set (AMA Table 1)
     by_p        one table per method: rows = p%, columns = classes and the average (AMA supp. Table 7)
-    tabular     rows = methods, columns = dataset × precision / recall / F1 (simplex paper Table 2)
+    tabular     rows = datasets, columns = method × P / R / F1 / AUROC (simplex paper Table 2, transposed)
+    attribute   rows = methods, columns = the attribute that marks the anomalies (PIAD Table 3 centre, CelebA)
 
 A layout says which row and column a cell goes to (`row`, `column`), what its columns are (`class_columns`), which
 tables a grid gets (`tables`), and how its rows are headed; `table` fills one table and sets the published rows.
@@ -19,13 +20,14 @@ from dadf.grid import published as pub
 from dadf.grid import store
 from dadf.grid.table import EXPLAINED, CellRecord, PaperRow, Table, why
 
-TABULAR_METRICS = ["precision", "recall", "f1"]
+TABULAR_METRICS = ["precision", "recall", "f1", "auroc"]
+METRIC_SHORT = {"precision": "P", "recall": "R", "f1": "F1", "auroc": "AUROC", "auprc": "AUPRC"}
 
 
 def row_axes(cell: dict) -> dict:
     """The grid axes that tell rows apart (dataset, OOD set and p are columns or rows of their own)."""
     return {k: v for k, v in (cell.get("axes") or {}).items()
-            if k not in ("dataset", "protocol.secondary", "protocol.p")}
+            if k not in ("dataset", "protocol.secondary", "protocol.p", "protocol.attribute")}
 
 
 def row_key(cell: dict) -> str:
@@ -149,14 +151,45 @@ class _ByP(Layout):
 
 
 class _Tabular(Layout):
-    """Rows = methods, columns = datasets, precision / recall / F1 first."""
+    """Rows = datasets, columns = methods × P / R / F1 / AUROC: readable at 10+ datasets (the simplex paper's Table 2
+    turned so that datasets grow downwards). Published numbers go under their dataset's row, per method column."""
+
+    def row(self, rec: CellRecord) -> str:
+        return rec.cell.get("secondary") or rec.cell["dataset"]
 
     def column(self, rec: CellRecord) -> str:
-        return rec.cell.get("secondary") or rec.cell["dataset"]
+        return row_key(rec.cell)
 
     def tables(self, records: list[CellRecord], metrics: list[str], grid: str, published) -> list[Table]:
         metrics = TABULAR_METRICS + [m for m in metrics if m not in TABULAR_METRICS]
-        return [self.table(records, metrics, f"{grid}: precision / recall / F1 at top-k%", published)]
+        return [self.table(records, metrics, f"{grid}: precision / recall / F1 at top-k%, AUROC", published)]
+
+    def table(self, records: list[CellRecord], metrics: list[str], title: str, published=None) -> Table:
+        table = super().table(records, metrics, title, published=())
+        table.metric_labels = dict(METRIC_SHORT)
+        methods = {}  # column -> the (method, protocol, axes) its published numbers are looked up by
+        for rec in records:
+            methods.setdefault(self.column(rec), (rec.cell["method"], rec.cell["protocol"], row_axes(rec.cell)))
+        entries = pub.load() if published is None else published
+        table.pool = tuple(entries)
+        for r in table.rows:
+            lines: dict[tuple[str, str], tuple[dict, pub.Published]] = {}  # (source, metric) -> (column -> value)
+            for m in table.metrics:
+                for col, (method, protocol, axes) in methods.items():
+                    for e in pub.matching(entries, method=method, protocol=protocol, metric=m, axes=axes):
+                        if r in e.values:
+                            lines.setdefault((e.source, m), ({}, e))[0][col] = e.values[r]
+            for (source, m), (values, e) in lines.items():
+                # one published line per source under the dataset's row, its values keyed by method column
+                table.papers.append(PaperRow(r, pub.Published(source, "", e.protocol, m, values, r, runs=e.runs)))
+        return table
+
+
+class _Attribute(Layout):
+    """Rows = methods, columns = the attribute whose images are the anomalies (PIAD Table 3 centre, CelebA)."""
+
+    def column(self, rec: CellRecord) -> str:
+        return str(rec.protocol.get("attribute") or rec.cell["dataset"])
 
 
 # ---------------------------------------------------------------------------------------------------- registry
@@ -180,4 +213,5 @@ def get(name: str) -> Layout:
 PER_CLASS = register(Layout("per_class"))  # also the layout of a grid that mixes protocols of different layouts
 register(_Ood("ood", class_columns=False, unrun_variants=True))
 register(_ByP("by_p", row_header="p (% anomalies)", p_rows=True))
-register(_Tabular("tabular", class_columns=False))
+register(_Tabular("tabular", row_header="dataset", class_columns=False))
+register(_Attribute("attribute", class_columns=False))

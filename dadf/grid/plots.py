@@ -1,5 +1,6 @@
 """PNG plots of a grid (matplotlib, Agg backend): per cell ROC curve, score histograms, inputs/reconstructions and
-training curves; per grid AUROC against p% for the corruption and semi-supervised protocols.
+training curves; per grid AUROC against p% for the corruption and semi-supervised protocols, and the methods'
+critical-difference diagram.
 
 Per-cell plots are drawn once: a PNG newer than the cell's metrics.json (and log.jsonl) is kept as it is.
 """
@@ -193,4 +194,37 @@ def plot_by_p(series: dict[str, list[tuple[float, float, float | None]]], out: P
     ax.minorticks_off()
     ax.set(xlabel="p (% of the normal count)", ylabel=ylabel, title=title)
     ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def plot_critical_difference(cmp, out: Path, title: str = "") -> Path:
+    """Demšar's critical-difference diagram: methods on the average-rank axis (1 = best, on the left), the Nemenyi
+    CD as a bar above it, and a red line under each group of methods whose ranks differ by less than the CD."""
+    plt = _plt()
+    ranks = sorted(cmp.avg_ranks.items(), key=lambda kv: kv[1])
+    k = len(cmp.methods)
+    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.3 * k))
+    ax.set_xlim(1, max(k, 2))
+    ax.set_ylim(-(k + 1), 2)
+    ax.axhline(0, color="k", lw=1)
+    for r in range(1, k + 1):
+        ax.plot([r, r], [0, 0.15], "k", lw=1)
+        ax.text(r, 0.3, str(r), ha="center", va="bottom", fontsize=8)
+    if cmp.cd is not None:
+        ax.plot([1, 1 + cmp.cd], [1.3, 1.3], "k", lw=2)
+        ax.text(1 + cmp.cd / 2, 1.45, f"CD = {cmp.cd:.2f}", ha="center", va="bottom", fontsize=8)
+    for i, (name, rank) in enumerate(ranks):
+        y = -(i + 1) * 0.8
+        ax.plot([rank, rank], [0, y], "k", lw=0.8)
+        ax.text(rank, y - 0.1, f"{name} ({rank:.2f})", ha="center", va="top", fontsize=8)
+    # cliques: maximal runs of methods (in rank order) within one CD of each other
+    if cmp.cd is not None:
+        level, last = 0, -1
+        for i in range(k):
+            j = max(j for j in range(i, k) if ranks[j][1] - ranks[i][1] < cmp.cd)
+            if j > i and j > last:  # not inside the previous clique
+                level, last = level + 1, j
+                ax.plot([ranks[i][1], ranks[j][1]], [-0.2 * level, -0.2 * level], "r", lw=3)
+    ax.set_axis_off()
+    ax.set_title(title or f"average rank over {cmp.n_units} units", fontsize=9)
     return _save(fig, out)

@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 
 DEFAULT_FILE = Path(__file__).with_name("published.yaml")
-_KEYS = {"source", "method", "dataset", "protocol", "metric", "p", "variant", "axes", "classes", "values"}
+_KEYS = {"source", "method", "dataset", "protocol", "metric", "p", "variant", "axes", "classes", "values", "runs"}
+UNKNOWN = "unknown"  # `runs: unknown`: the paper does not say how many runs its number is; read as a single run
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,13 @@ class Published:
     p: float | None = None
     variant: str | None = None
     axes: dict | None = field(default=None, hash=False)
+    runs: int | None = None  # the runs the paper's value is a mean over (1: a single run); None: not said
+
+    @property
+    def is_mean(self) -> bool:
+        """A mean over several runs (compared with dadf's confidence interval), else a single run (compared with
+        the spread of dadf's seeds)."""
+        return self.runs is not None and self.runs > 1
 
     @property
     def label(self) -> str:
@@ -41,8 +49,13 @@ def _entry(raw: dict, where: str) -> Published:
         values[f"c{k}"] = float(v)
     if not values:
         raise ValueError(f"{where}: no numbers: give `values: {{column: number}}` or `classes: [...]`")
+    runs = raw.get("runs", UNKNOWN)
+    if runs != UNKNOWN and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 1):
+        raise ValueError(f"{where}: runs: {runs!r} is not a run count: give the number of runs the paper's value "
+                         f"is a mean over (1 for a single run), or `runs: {UNKNOWN}` when the paper does not say")
     return Published(raw["source"], raw["method"], raw["protocol"], raw["metric"], values, raw.get("dataset"),
-                     None if raw.get("p") is None else float(raw["p"]), raw.get("variant"), raw.get("axes"))
+                     None if raw.get("p") is None else float(raw["p"]), raw.get("variant"), raw.get("axes"),
+                     None if runs == UNKNOWN else runs)
 
 
 @lru_cache(maxsize=8)

@@ -1,32 +1,45 @@
-"""Tables written out: Markdown, CSV (one line per row × column × metric, paper and delta lines) and LaTeX
-(booktabs). Each cell shows mean ± std over seeds and the caption gives n; an average over a row that lacks a
-finished value is flagged with *, and a cell without one shows its state."""
+"""Tables written out: Markdown, CSV (one line per row × column × metric with mean, std, the 95% Student-t interval,
+n and the per-seed values; paper and delta lines) and LaTeX (booktabs). Each cell shows mean ± std over seeds and the
+caption gives n; the Markdown of report.md adds the interval `[low, high]` (to_markdown(intervals=True)). An average
+over a row that lacks a finished value is flagged with *, and a cell without one shows its state. Under a published
+number, Δ = dadf − paper is replaced by where the paper lies against dadf's seeds when they say more (table.context)."""
 from __future__ import annotations
 
 import csv
 import io
 import re
 
-from dadf.grid import store
+from dadf.grid import stats, store
 from dadf.grid.table import (
     Entry,
     PaperRow,
     Table,
+    context,
     delta,
     mean_std,
     paper_value,
     row_average,
     row_average_std,
+    row_seed_values,
     seed_counts,
 )
 
 MISSING = "–"
 
 
-def _cell_text(table: Table, e: Entry) -> str:
+def _interval_text(values: list[float] | None) -> str:
+    if not values or len(values) < 2:
+        return ""
+    iv = stats.interval(values)
+    return f" [{iv.low:.3f}, {iv.high:.3f}]"
+
+
+def _cell_text(table: Table, e: Entry, intervals: bool = False) -> str:
     if e.complete:
         m, s = mean_std(e.values)
         text = f"{m:.3f} ± {s:.3f}" if len(e.values) > 1 else f"{m:.3f}"
+        if intervals:
+            text += _interval_text(e.values)
         counts = seed_counts(table)
         return text + (f" (n={len(e.values)})" if len(counts) > 1 else "")
     if not e.states:
@@ -40,14 +53,15 @@ def _cell_text(table: Table, e: Entry) -> str:
     return "no result"  # done, but metrics.json lacks this metric (or is unreadable)
 
 
-def _avg_text(table: Table, row: str, metric: str) -> str:
+def _avg_text(table: Table, row: str, metric: str, intervals: bool = False) -> str:
     avg, complete = row_average(table, row, metric)
     if avg is None:
         return MISSING
     if not complete:
         return f"{avg:.3f}*"
     std = row_average_std(table, row, metric)
-    return f"{avg:.3f} ± {std:.3f}" if std is not None else f"{avg:.3f}"
+    text = f"{avg:.3f} ± {std:.3f}" if std is not None else f"{avg:.3f}"
+    return text + (_interval_text(row_seed_values(table, row, metric)) if intervals else "")
 
 
 def _columns_out(table: Table) -> list[str]:
@@ -58,7 +72,7 @@ def _headers(table: Table) -> list[str]:
     cols = [table.labels.get(c, c) for c in _columns_out(table)]
     if len(table.metrics) == 1:
         return cols
-    return [f"{c} {m}" for c in cols for m in table.metrics]
+    return [f"{c} {table.metric_labels.get(m, m)}" for c in cols for m in table.metrics]
 
 
 def _paper_groups(table: Table, of: str | None) -> list[list[PaperRow]]:
@@ -86,18 +100,32 @@ def _paper_line(table: Table, group: list[PaperRow]) -> tuple[list[str], list[st
             pr = by_metric.get(m)
             v = paper_value(pr, c) if pr is not None else None
             values.append(MISSING if v is None else f"{v:.3f}")
-            d, flag = delta(table, pr, c, m) if pr is not None else (None, "")
-            deltas.append(flag if d is None and flag else (MISSING if d is None else f"{d:+.3f}{flag}"))
+            deltas.append(_delta_text(table, pr, c, m))
     return [label, *values], (["↳ Δ dadf − paper", *deltas] if first.of is not None else None)
 
 
-def _body(table: Table) -> list[list[str]]:
+def _delta_text(table: Table, pr: PaperRow | None, col: str, metric: str) -> str:
+    """Δ, or where the paper's value lies against dadf's seeds: the wording alone when it is within their spread
+    or interval (the difference is not one), Δ and the wording when it is outside."""
+    d, flag = delta(table, pr, col, metric) if pr is not None else (None, "")
+    if d is None:
+        return flag or MISSING
+    where = context(table, pr, col, metric)
+    if where is None:
+        return f"{d:+.3f}{flag}"
+    if where.startswith(("within", "inside")):
+        return f"{where}{flag}"
+    return f"{d:+.3f}{flag} (paper {where.split(' (')[0]})"  # outside: k/n is 0/n or n/n, said by above/below
+
+
+def _body(table: Table, intervals: bool = False) -> list[list[str]]:
     out = []
     for r in table.rows:
         line = []
         for c in _columns_out(table):
             for m in table.metrics:
-                line.append(_avg_text(table, r, m) if c == "avg" else _cell_text(table, table.entry(r, c, m)))
+                line.append(_avg_text(table, r, m, intervals) if c == "avg"
+                            else _cell_text(table, table.entry(r, c, m), intervals))
         out.append([r, *line])
         for group in _paper_groups(table, r):
             paper, d = _paper_line(table, group)
@@ -111,10 +139,11 @@ def caption(table: Table) -> str:
     if not counts:
         seeds = "no finished cells yet"
     elif counts == [1]:
-        seeds = "n = 1 seed per cell (no std)"
+        seeds = "n = 1 seed per cell (the value; no std, no interval)"
     else:
         n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-        seeds = f"mean ± std over n = {n} seeds per cell (sample std)"
+        seeds = (f"mean ± std over n = {n} seeds per cell (sample std); 95% Student-t interval of the mean "
+                 f"in table.csv and report.md{'; n = 1: the value, no interval' if counts[0] == 1 else ''}")
     metric = ", ".join(m.upper() if m in ("auroc", "auprc") else m for m in table.metrics)
     avg = "; avg = mean of the column means" if table.show_avg else ""
     return f"{metric}; {seeds}{avg}."
@@ -128,6 +157,11 @@ def footnotes(table: Table) -> list[str]:
                      "(missing, running or failed cells).")
     if table.papers:
         notes.append("↳ rows: the published number (source table named) and Δ = dadf mean − published value.")
+        if any("seed spread" in x or "CI" in x for line in body for x in line[1:]):
+            notes.append("A single-run published number (or one whose run count the paper does not give) is placed "
+                         "against the spread of dadf's seeds, (k/n ≥): k of the n seeds at or above it; a mean over "
+                         "several runs against the 95% interval of dadf's mean. Within/inside: no difference is "
+                         "shown; above/below: where the paper's value lies.")
     if any("n/c" in x for line in body for x in line[1:]):
         notes.append(f"n/c: the grid has {len(table.columns)} of the dataset's {table.num_classes} classes, so "
                      f"its average does not compare with the paper's.")
@@ -137,12 +171,13 @@ def footnotes(table: Table) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- Markdown
 
-def to_markdown(table: Table) -> str:
+def to_markdown(table: Table, intervals: bool = False) -> str:
+    """intervals=True (report.md): each mean also shows its 95% interval `[low, high]`."""
     head = [table.row_header, *_headers(table)]
     lines = [f"### {table.title}", ""] if table.title else []
     lines += [caption(table), ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    lines += ["| " + " | ".join(line) + " |" for line in _body(table)]
+    lines += ["| " + " | ".join(line) + " |" for line in _body(table, intervals)]
     notes = footnotes(table)
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
@@ -151,12 +186,24 @@ def to_markdown(table: Table) -> str:
 
 # ---------------------------------------------------------------------------------------------------- CSV
 
-CSV_HEADER = ["table", "kind", "method", "column", "label", "metric", "mean", "std", "n_done", "n_cells", "states",
-              "source"]
+CSV_HEADER = ["table", "kind", "row", "column", "label", "metric", "mean", "std", "ci_low", "ci_high", "n",
+              "values", "n_cells", "states", "source", "context"]
 
 
 def _num(x) -> str:
     return "" if x is None or x == "" else f"{x:.6g}"
+
+
+def _seed_text(seeds: list[int], values: list[float]) -> str:
+    return ";".join(f"s{s}={v:.6g}" for s, v in sorted(zip(seeds, values)))
+
+
+def _stats_cols(values: list[float]) -> list:
+    """mean, std, ci_low, ci_high, n of the finished seeds' values (blank where there are none or one)."""
+    if not values:
+        return ["", "", "", "", 0]
+    iv = stats.interval(values)
+    return [_num(iv.mean), _num(iv.std), _num(iv.low), _num(iv.high), iv.n]
 
 
 def csv_rows(table: Table) -> list[list]:
@@ -166,16 +213,17 @@ def csv_rows(table: Table) -> list[list]:
         for c in table.columns:
             for m in table.metrics:
                 e = table.entry(r, c, m)
-                mean, std = mean_std(e.values) if e.values else (None, None)
                 states = ";".join(f"{k}={v}" for k, v in sorted(e.states.items()))
-                out.append([table.title, "dadf", r, c, table.labels.get(c, c), m, _num(mean),
-                            _num(std) if e.values and len(e.values) > 1 else "", len(e.values), e.n_cells, states, ""])
+                out.append([table.title, "dadf", r, c, table.labels.get(c, c), m, *_stats_cols(e.values),
+                            _seed_text(e.seeds, e.values), e.n_cells, states, "", ""])
         if table.show_avg:
             for m in table.metrics:
                 avg, complete = row_average(table, r, m)
-                std = row_average_std(table, r, m) if complete else None
-                out.append([table.title, "dadf", r, "avg", "avg", m, _num(avg), _num(std), "", "",
-                            "complete" if complete else "incomplete", ""])
+                per_seed = row_seed_values(table, r, m) if complete else None
+                cols = _stats_cols(per_seed) if per_seed else [_num(avg), "", "", "", ""]
+                values = ";".join(f"{v:.6g}" for v in per_seed) if per_seed else ""
+                out.append([table.title, "dadf", r, "avg", "avg", m, *cols, values, "",
+                            "complete" if complete else "incomplete", "", ""])
         for pr in (p for p in table.papers if p.of == r):
             for c in _columns_out(table):
                 v = paper_value(pr, c)
@@ -183,15 +231,18 @@ def csv_rows(table: Table) -> list[list]:
                     continue
                 d, flag = delta(table, pr, c, pr.entry.metric)
                 label = table.labels.get(c, c)
-                out.append([table.title, "paper", r, c, label, pr.entry.metric, _num(v), "", "", "", "",
-                            pr.entry.source])
-                out.append([table.title, "delta", r, c, label, pr.entry.metric, _num(d), "", "", "",
-                            {"*": "incomplete", "n/c": "not comparable"}.get(flag, ""), pr.entry.source])
+                runs = "unknown" if pr.entry.runs is None else pr.entry.runs
+                out.append([table.title, "paper", r, c, label, pr.entry.metric, _num(v), "", "", "", runs, "",
+                            "", "", pr.entry.source, ""])
+                out.append([table.title, "delta", r, c, label, pr.entry.metric, _num(d), "", "", "", "", "", "",
+                            {"*": "incomplete", "n/c": "not comparable"}.get(flag, ""), pr.entry.source,
+                            context(table, pr, c, pr.entry.metric) or ""])
     for pr in (p for p in table.papers if p.of is None):
         for c in table.columns:
             if paper_value(pr, c) is not None:
+                runs = "unknown" if pr.entry.runs is None else pr.entry.runs
                 out.append([table.title, "paper", pr.entry.label, c, table.labels.get(c, c), pr.entry.metric,
-                            _num(paper_value(pr, c)), "", "", "", "", pr.entry.source])
+                            _num(paper_value(pr, c)), "", "", "", runs, "", "", "", pr.entry.source, ""])
     return out
 
 
@@ -208,7 +259,7 @@ def to_csv(tables: Table | list[Table]) -> str:
 
 def _tex_escape(s: str) -> str:
     for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("→", r"$\to$"), ("↳", r"$\hookrightarrow$"), ("Δ", r"$\Delta$"),
+                 ("±", r"$\pm$"), ("→", r"$\to$"), ("↳", r"$\hookrightarrow$"), ("Δ", r"$\Delta$"), ("≥", r"$\geq$"),
                  ("−", "--"), ("–", "--")]:
         s = s.replace(a, b)
     return re.sub(r"(?<![\w.])-(?=\d)", "$-$", s)  # a negative Δ, not a hyphen

@@ -1,12 +1,13 @@
-"""report.md per grid: the tables (with links to their Markdown/CSV/LaTeX), the plots, the state of every cell and
-the provenance of every result (code version and commit, config hash, split counts, seed, hardware, wall time,
-model-selection rule)."""
+"""report.md per grid: the tables with the 95% intervals of their means (and links to their Markdown/CSV/LaTeX), the
+method comparison (average ranks, Friedman, pairwise Wilcoxon with Holm; stats.py), the plots, the state of every
+cell and the provenance of every result (code version and commit, config hash, split counts, seed, hardware, wall
+time, model-selection rule)."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from dadf.grid import store
+from dadf.grid import results, stats, store
 from dadf.grid.render import to_markdown
 from dadf.grid.table import EXPLAINED, CellRecord, Table, row_average, row_average_std, why
 
@@ -91,8 +92,45 @@ def p_series(tables: list[Table], metric: str) -> dict[str, list[tuple[float, fl
     return series
 
 
+def _p(x: float) -> str:
+    return "–" if x != x else (f"{x:.3f}" if x >= 0.001 else f"{x:.1e}")  # x != x: nan
+
+
+def comparison_markdown(cmp: stats.Comparison, cd_png: str | None = None) -> list[str]:
+    """The method comparison as Markdown lines: ranks always; the tests when there are enough paired units."""
+    lines = [f"## Method comparison ({cmp.metric.upper() if cmp.metric in ('auroc', 'auprc') else cmp.metric})", "",
+             f"Average rank of each method over the n = {cmp.n_units} paired units (dataset or class, and seed) where "
+             f"every method has a finished value; rank 1 = best, ties share the average rank.", ""]
+    if cmp.avg_ranks:
+        order = sorted(cmp.avg_ranks, key=lambda m: cmp.avg_ranks[m])
+        lines += _md_table(["method", "average rank"], [[m, f"{cmp.avg_ranks[m]:.2f}"] for m in order])
+        lines.append("")
+    lines += [f"- {note}." for note in cmp.notes]
+    if cmp.friedman is not None:
+        chi2, p = cmp.friedman
+        lines.append(f"- Friedman test: χ² = {chi2:.3f}, p = {_p(p)} ({len(cmp.methods)} methods, {cmp.n_units} "
+                     f"units); Nemenyi critical difference (α = 0.05): {cmp.cd:.3f} in average rank.")
+    if cmp.pairs:
+        n = len(cmp.pairs)
+        lines += ["", "Pairwise Wilcoxon signed-rank tests (two-sided) over the same units; p adjusted for the "
+                      f"{n} comparison{'s' if n != 1 else ''} with Holm's method:", ""]
+        lines += _md_table(["method A", "method B", "A better / worse (units)", "W", "p", "p (Holm)"],
+                           [[pr.a, pr.b, f"{pr.wins} / {pr.losses}", f"{pr.statistic:g}", _p(pr.p), _p(pr.p_holm)]
+                            for pr in cmp.pairs])
+    if cd_png:
+        lines += ["", f"![critical difference]({cd_png})"]
+    elif cmp.cd is not None:
+        lines += ["", "(critical-difference plot: `python jobs/aggregate.py <grid folder> --plots`)"]
+    return lines + [""]
+
+
+def method_comparison(records: list[CellRecord], metric: str) -> stats.Comparison:
+    return stats.compare(results.paired(results.frame(records), metric), metric)
+
+
 def write_report(grid_dir: Path, grid: str, records: list[CellRecord], tables: list[Table],
-                 plots: bool = False) -> Path:
+                 plots: bool = False, metric: str | None = None) -> Path:
+    """`metric`: the grid's metric, which the method comparison ranks by (default: the first table's first)."""
     grid_dir = Path(grid_dir)
     metrics = tables[0].metrics
     states = {}
@@ -105,7 +143,17 @@ def write_report(grid_dir: Path, grid: str, records: list[CellRecord], tables: l
     if set(states) != {store.DONE}:
         lines += ["**Partial grid**: unfinished and failed cells are shown in the tables with their state; "
                   "averages over them carry a *.", ""]
-    lines += ["## Results", ""] + [to_markdown(t) for t in tables]
+    lines += ["## Results", "", "Each mean is followed by its 95% Student-t interval over seeds `[low, high]` "
+                                "(none for one seed).", ""]
+    lines += [to_markdown(t, intervals=True) for t in tables]
+    cmp = method_comparison(records, metric or metrics[0])
+    cd_png = None
+    if plots and cmp.cd is not None:
+        from dadf.grid.plots import plot_critical_difference
+
+        path = plot_critical_difference(cmp, grid_dir / "plots" / f"cd_{cmp.metric}.png", f"{grid}: {cmp.metric}")
+        cd_png = str(path.relative_to(grid_dir))
+    lines += comparison_markdown(cmp, cd_png)
 
     grid_plots = {}
     if plots and any(t.p_rows for t in tables):

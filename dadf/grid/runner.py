@@ -72,6 +72,20 @@ def build(cfg: DictConfig) -> tuple[Method, CellData, Schedule | None]:
     return method, data, schedule
 
 
+def top_k_setting(cfg: DictConfig, data: CellData) -> dict | None:
+    """The top-k% rule of the cell's precision/recall/F1, or None when it has none: k is dataset.top_k_percent or,
+    left null on a protocol with a ``top_k_rule`` (tabular), the test split's anomaly ratio; the rule is the
+    protocol's ``top_k_rule`` (a cell frozen before that setting existed ran ``round``)."""
+    k, source = data.top_k_percent, "dataset.top_k_percent"
+    has_rule = "top_k_rule" in cfg.protocol
+    if k is None and has_rule:
+        truth = data.test_truth.numpy()
+        k, source = (100.0 * float(truth.mean()) if len(truth) else 0.0), "the test split's anomaly ratio"
+    if k is None:
+        return None
+    return {"percent": float(k), "from": source, "rule": str(cfg.protocol.top_k_rule) if has_rule else "round"}
+
+
 def write_artifact(cell_dir: Path, relpath: str, write) -> None:
     """A file the method emitted (``Method.emit``), written into its cell folder."""
     atomic_write(cell_dir / relpath, write, binary=True)
@@ -116,8 +130,10 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False, workers: i
     all_scores = score_distributed(method, data.test_x, int(cfg.trainer.eval_batch_size))
     scores = all_scores.pop("score")
     truth = data.test_truth.numpy()
-    metrics = detection_metrics(truth, scores, data.top_k_percent)
-    metrics_by_score = {k: detection_metrics(truth, v, data.top_k_percent) for k, v in all_scores.items()}
+    top_k = top_k_setting(cfg, data)
+    k, rule = (top_k["percent"], top_k["rule"]) if top_k else (None, "percentile")
+    metrics = detection_metrics(truth, scores, k, rule)
+    metrics_by_score = {name: detection_metrics(truth, v, k, rule) for name, v in all_scores.items()}
     target = cfg.protocol.get("target_class")
     precision = cfg.trainer.precision
     result = {
@@ -128,6 +144,9 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False, workers: i
         "config_hash": cfg.cell.get("config_hash") or config_hash(identity(cfg)),
         "target_class_name": data.classes[int(target)] if target is not None and data.kind == "image" else None,
         "split": data.split.counts(),
+        **({"top_k": top_k} if top_k else {}),
+        # the hyper-parameters the method ran with, presets and "auto" values resolved (Method.effective_params)
+        "effective_params": method.effective_params(),
         "steps": steps,
         "selection": selection,
         "seed": int(cfg.seed),

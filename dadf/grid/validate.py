@@ -4,7 +4,8 @@ instead of inside a cell (or, worse, as a "done" cell that trained 0 steps).
 ``check_cells(cells)`` returns one message per problem, each shaped ``<key>=<value> ... must be ... (fix)``; a
 problem shared by several cells is reported once, with how many cells and which methods have it. The checks:
 
-- trainer: the table ``_TRAINER`` below (types, ranges, choices) and the batch split of ``Schedule``;
+- trainer: the table ``_TRAINER`` below (types, ranges, choices), the batch split of ``Schedule`` and the tracker
+  (its package installed: ``dadf.train.tracking``);
 - method: each value against the type of its field in the method's params dataclass (found through the registry),
   learning rates > 0, counts >= 1, then the dataclass's own ``__post_init__`` checks;
 - protocol: each parameter through the protocol's own checks (``dadf.data.protocols``), ``target_class`` against
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+
+from dadf.train import tracking
 
 if TYPE_CHECKING:
     from dadf.grid.cells import Cell
@@ -63,6 +66,8 @@ _TRAINER: dict[str, _Spec] = {
     "compile": _Spec("bool"),
     "channels_last": _Spec("bool", null=True),
     "data_on_device": _Spec("bool"),
+    "data": _Spec("choice", choices=("memory", "stream")),  # auto is resolved when the cell is frozen
+    "data_workers": _Spec("int", low=0, example=2),
     "progress": _Spec("bool"),
 }
 
@@ -115,6 +120,9 @@ def _trainer_problems(t: dict, processes: int) -> list[str]:
         msg = _check_spec(f"trainer.{key}", v, spec, hint)
         if msg:
             out.append(msg)
+    tracker = tracking.problem(t.get("tracker", "auto"))  # an unknown choice, or its package not installed
+    if tracker:
+        out.append(tracker)
     bs, acc = t.get("batch_size"), t.get("accumulate")
     if _is_int(bs) and _is_int(acc) and bs >= 1 and acc >= 1 and bs % (processes * acc):
         out.append(f"trainer.batch_size={bs} must split evenly over {processes} process(es) x "
@@ -243,12 +251,20 @@ def dataset_kind(d: dict) -> str:
     if loader is not None and "kind" in inspect.signature(loader).parameters:
         default = inspect.signature(loader).parameters["kind"].default
         return str((d.get("params") or {}).get("kind", default))
+    if loader is not None:  # a source that declares its kind (odds, csv_table...) needs no top_k_percent to tell
+        try:
+            declared = sources.declared_kind(str(d.get("source")), d.get("params") or {})
+        except sources.DataError:
+            declared = None  # a bad parameter: loading the data names it
+        if declared is not None:
+            return declared
     return TABULAR if d.get("top_k_percent") is not None else IMAGE
 
 
 def _stand_in(d: dict, per_class: int = 10):
     """A tiny Source with the parts and classes the dataset config implies (zeros: only its structure counts)."""
     from dadf.data.sources import TABULAR_CLASSES
+    from dadf.data.sources.attributes import declared_attributes
     from dadf.data.types import TABULAR, Source
 
     kind = dataset_kind(d)
@@ -259,11 +275,19 @@ def _stand_in(d: dict, per_class: int = 10):
         classes, parts = tuple(str(i) for i in range(n)), ("train", "test")
     y = np.repeat(np.arange(len(classes), dtype=np.int64), per_class)
     x = np.zeros((len(y), 1), dtype=np.float32)
-    return Source(str(d.get("name")), kind, {p: (x, y) for p in parts}, classes)
+    names = declared_attributes(str(d.get("source")))  # the `attribute` protocol's valid choices, when declared
+    every_other = np.tile((np.arange(len(y)) % 2).astype(np.uint8)[:, None], (1, len(names)))
+    return Source(str(d.get("name")), kind, {p: (x, y) for p in parts}, classes, attribute_names=names,
+                  attributes={p: every_other for p in parts} if names else {})
 
 
 # Values that make every protocol's draws fit a stand-in of 10 rows per class (for the structural run only).
 _NEUTRAL = {"target_class": 0, "p": 0.0, "val_fraction": 0.0, "val_anomalies": 0}
+
+
+def _neutral(source) -> dict:
+    """_NEUTRAL and an `attribute` the stand-in has (any string when it has none: the split then refuses it)."""
+    return {**_NEUTRAL, "attribute": source.attribute_names[0] if source.attribute_names else ""}
 
 
 def _fits(protocol: str, source, secondary) -> str | None:
@@ -271,7 +295,7 @@ def _fits(protocol: str, source, secondary) -> str | None:
     from dadf.data import protocols
 
     spec = protocols.get(protocol).params
-    params = {k: _NEUTRAL.get(k, default) for k, default in spec.items()}
+    params = {k: _neutral(source).get(k, default) for k, default in spec.items()}
     try:
         protocols.make_split(protocol, source, seed=0, params=params, secondary=secondary)
     except protocols.ProtocolError as e:
@@ -296,7 +320,7 @@ def _protocol_problems(p: dict, d: dict) -> list[str]:
         proto.fill(params)
     except protocols.ProtocolError as e:
         out.append(f"protocol {name}: {e}")
-    required = {k: _NEUTRAL.get(k, v) for k, v in spec.items()}
+    required = {k: _neutral(source).get(k, v) for k, v in spec.items()}
     for key, v in params.items():
         if key not in spec:
             continue
@@ -318,7 +342,8 @@ def _protocol_problems(p: dict, d: dict) -> list[str]:
             eg = f" (e.g. protocol.{key}={_show(spec[key])})" if spec[key] is not protocols.REQUIRED else ""
             out.append(f"{where} must be {rule}{eg}")
     sec = p.get("secondary")
-    secondary = _stand_in(sec) if isinstance(sec, dict) else None
+    # 100 rows per class: a one-class OOD set (imagenet_resize) still holds the draws of a 10-class stand-in's test
+    secondary = _stand_in(sec, per_class=100) if isinstance(sec, dict) else None
     refusal = _fits(name, source, secondary)
     if refusal and secondary is None and not _fits(name, source, source):
         # it splits once given any secondary dataset: the secondary is what is missing
@@ -328,6 +353,33 @@ def _protocol_problems(p: dict, d: dict) -> list[str]:
         out.append(f"protocol={name} does not fit dataset={d.get('name')} ({source.kind}, parts "
                    f"{list(source.parts)}): {refusal}; protocols that fit it: {', '.join(fitting)}")
     return out
+
+
+def one_split_problems(cfg: DictConfig) -> list[str]:
+    """A protocol that trains on a part of its own (loo, ovr, ood...) on a dataset that ships one part only (a test
+    set alone) would fail in every cell: refused at launch, with the fix. The parts come from the built shards or
+    what the source declares (a look at file names at most; see ``pipeline.dataset_parts``), never from the data."""
+    from dadf.data import protocols
+    from dadf.data.pipeline import dataset_parts
+    from dadf.data.types import Source
+
+    if cfg.get("paths") is None:
+        return []
+    parts = dataset_parts(cfg.dataset, cfg.paths.shards_dir)
+    if parts is None or len(parts) != 1:
+        return []
+    d, p = OmegaConf.to_container(cfg.dataset, resolve=True), OmegaConf.to_container(cfg.protocol, resolve=True)
+    # the stand-in of _protocol_problems (an image dataset's: train and test) against one with the real parts
+    full = _stand_in(d)
+    one = Source(full.name, full.kind, dict.fromkeys(parts, next(iter(full.parts.values()))), full.classes)
+    sec = _stand_in(p["secondary"]) if isinstance(p.get("secondary"), dict) else None
+    name = str(p.get("name"))
+    if name not in protocols.PROTOCOLS or _fits(name, one, sec or one) is None or _fits(name, full, sec or full):
+        return []  # fits, or does not fit even with train and test (_protocol_problems says so)
+    fix = "dataset.params.split_test=true" if "split_test" in (d.get("params") or {}) else \
+        "+dataset.params.split_test=true"
+    return [f"protocol={name} trains on a part of its own, but dataset={d.get('name')} has one part only "
+            f"({parts[0]!r}): every cell would fail; halve it per class into train and test with {fix}"]
 
 
 # ---------------------------------------------------------------------------------------------------- all
@@ -351,7 +403,7 @@ def check_cells(cells: list[Cell], processes: Callable[[Cell], int] = lambda c: 
     """
     seen: dict[str, list[Cell]] = {}
     for cell in cells:
-        for msg in cell_problems(cell.cfg, int(processes(cell))):
+        for msg in cell_problems(cell.cfg, int(processes(cell))) + one_split_problems(cell.cfg):
             seen.setdefault(msg, []).append(cell)
     out = []
     for msg, where in seen.items():

@@ -3,10 +3,10 @@ with ``@register("name", params=<its params dataclass>)``: the dataclass is its 
 import importlib
 import pkgutil
 
-from dadf.methods.registry import available, get_method, register
+from dadf.methods.registry import available, get_method, label, register
 
 for _mod in pkgutil.iter_modules(__path__):
     if _mod.name not in ("base", "registry") and not _mod.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
-__all__ = ["available", "get_method", "register"]
+__all__ = ["available", "get_method", "label", "register"]

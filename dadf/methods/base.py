@@ -110,6 +110,14 @@ class Method:
         ``trainer.selection`` may name one of them."""
         return {}
 
+    def effective_params(self) -> dict:
+        """The hyper-parameters this cell ran with (metrics.json): its params dataclass (``self.params``, checked and
+        completed) or its config; a method that resolves presets or ``auto`` values returns the resolved ones."""
+        params = getattr(self, "params", None)
+        if dataclasses.is_dataclass(params):
+            return dataclasses.asdict(params)
+        return {k: v for k, v in OmegaConf.to_container(self.cfg, resolve=True).items() if k != "name"}
+
     def fit(self, train_x: torch.Tensor) -> None:
         raise NotImplementedError
 

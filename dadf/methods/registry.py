@@ -30,3 +30,11 @@ def get_method(name: str) -> type:
             f"unknown method {name!r}; registered methods: {', '.join(available())}. A new method registers itself "
             f"with @register('name', params=<its params dataclass>) in dadf/methods/"
         ) from None
+
+
+def label(method_cfg) -> str:
+    """The name of a method's cells in ids and tables: the method's name, unless its class names its cells from
+    their params with a ``label(cfg)`` classmethod (PyOD's detectors: ``pyod_lof``, one table row per detector)."""
+    cls = get_method(method_cfg["name"])
+    own = getattr(cls, "label", None)
+    return own(method_cfg) if own is not None else cls.name

@@ -1,7 +1,9 @@
-"""scikit-learn baselines on flattened inputs: One-Class SVM, Isolation Forest, Gaussian KDE."""
+"""scikit-learn baselines on flattened inputs: One-Class SVM, Isolation Forest, Gaussian KDE, k nearest neighbours."""
 from __future__ import annotations
 
 import dataclasses
+
+import numpy as np
 
 from dadf.methods.base import ShallowMethod, method_params
 from dadf.methods.registry import register
@@ -81,3 +83,47 @@ class KDE(ShallowMethod):
 
     def anomaly_score(self, feats):
         return -self.model.score_samples(feats)
+
+
+# PyOD's KNN ``method``: how a row's distances to its k nearest training rows become its score
+KNN_AGGREGATES = {"largest": lambda d: d[:, -1], "mean": lambda d: d.mean(axis=1),
+                  "median": lambda d: np.median(d, axis=1)}
+
+
+@dataclasses.dataclass
+class KNNParams:
+    """k nearest neighbours with PyOD's default scoring (its KNN detector, n_neighbors=5, method='largest'): the
+    anomaly score of a sample is its distance to the k-th nearest training row; scikit-learn's NearestNeighbors."""
+
+    n_neighbors: int = 5
+    method: str = "largest"  # largest: distance to the k-th neighbour | mean | median of the k distances (PyOD's)
+    pca_components: int | None = None
+    max_train: int | None = None
+
+    def __post_init__(self):
+        if self.method not in KNN_AGGREGATES:
+            raise ValueError(f"method.method={self.method!r} must be one of {', '.join(KNN_AGGREGATES)}")
+
+
+@register("knn", params=KNNParams)
+class KNN(ShallowMethod):
+    def __init__(self, cfg, info, strategy, seed):
+        super().__init__(cfg, info, strategy, seed)
+        self.params = method_params(cfg, KNNParams)
+
+    def make_model(self):
+        from sklearn.neighbors import NearestNeighbors
+
+        return NearestNeighbors(n_neighbors=self.params.n_neighbors)
+
+    def fit(self, train_x):
+        p = self.params
+        rows = len(train_x) if p.max_train is None else min(len(train_x), p.max_train)
+        if p.n_neighbors > rows:
+            raise ValueError(f"method.n_neighbors={p.n_neighbors} (method knn) exceeds the {rows} training rows; "
+                             f"lower it")
+        super().fit(train_x)
+
+    def anomaly_score(self, feats):
+        dist, _ = self.model.kneighbors(feats, n_neighbors=self.params.n_neighbors)  # sorted, nearest first
+        return KNN_AGGREGATES[self.params.method](dist)

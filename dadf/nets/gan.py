@@ -9,7 +9,7 @@ Three families, chosen by data shape with :func:`build_autoencoder_gan` (or buil
 - ``grey28``: 28x28 grey (AMA supp. Table 2). Padding 1 instead of the table's 2: with 2 the generator's
   transposed convs give 12x12 / 20x20, not 28x28, so the table's padding cannot be what was run.
 - ``mlp``: tabular rows or any flattened input (simplex supp. Tables 3-5 give the per-dataset widths;
-  :data:`TABULAR_PRESETS` holds them by feature count).
+  :data:`TABULAR_PRESETS` holds them by dataset name: a preset is chosen by name, never by feature count).
 
 Every critic here is a :class:`PairCritic`: ``critic(x, y)`` scores the pair (x stacked with y on the channel
 / feature axis) and ``critic.features(x, y)`` returns the penultimate features f(x, y) used by the R-score.
@@ -186,11 +186,12 @@ class GreyGenerator28(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """Flattened input -> code: Linear-LReLU(0.2) per hidden width, then a linear code layer."""
+    """Flattened input -> code: Linear-LReLU(0.2) per hidden width, then the code layer, linear or (``final_act``,
+    the simplex supp. Tables 3-5 encoders) followed by LReLU(0.2) too."""
 
-    def __init__(self, in_dim: int, hidden: list[int], z_dim: int):
+    def __init__(self, in_dim: int, hidden: list[int], z_dim: int, *, final_act: bool = False):
         super().__init__()
-        self.net = mlp([in_dim, *hidden, z_dim], act=leaky_relu)
+        self.net = mlp([in_dim, *hidden, z_dim], act=leaky_relu, final_act=final_act)
 
     def forward(self, x):
         return self.net(x.flatten(1))
@@ -220,11 +221,12 @@ class MLPWidths:
     inter_critic: tuple[int, ...] = ()  # simplex D_inter (defaults to ``critic``)
 
 
-# Simplex-interpolation supplementary Tables 3-5, by feature count (KDD99 121, arrhythmia 274, thyroid 6).
-TABULAR_PRESETS: dict[int, MLPWidths] = {
-    121: MLPWidths((64,), 32, (64, 128), (128, 25), (128, 64)),
-    274: MLPWidths((256, 128), 64, (128, 256), (256, 32), (256, 128, 64)),
-    6: MLPWidths((12,), 4, (13,), (4,), (6,)),
+# Simplex-interpolation supplementary Tables 3-5, by dataset name (KDD99: 121 features, arrhythmia 274, thyroid 6).
+# Chosen by name only: another table with the same feature count is another dataset and gets GENERIC_MLP.
+TABULAR_PRESETS: dict[str, MLPWidths] = {
+    "kdd99": MLPWidths((64,), 32, (64, 128), (128, 25), (128, 64)),
+    "arrhythmia": MLPWidths((256, 128), 64, (128, 256), (256, 32), (256, 128, 64)),
+    "thyroid": MLPWidths((12,), 4, (13,), (4,), (6,)),
 }
 GENERIC_MLP = MLPWidths((256, 128), 32, (128, 256), (256, 64), (256, 64))
 
@@ -260,25 +262,33 @@ def pick_autoencoder_gan_arch(shape: tuple[int, ...], kind: str, arch: str = "au
     return arch
 
 
-def mlp_widths(shape: tuple[int, ...]) -> MLPWidths:
-    return TABULAR_PRESETS.get(math.prod(shape), GENERIC_MLP)
+def mlp_widths(preset: str | None = None) -> MLPWidths:
+    """The MLP widths of the named preset (a key of TABULAR_PRESETS), or GENERIC_MLP for None."""
+    if preset is None:
+        return GENERIC_MLP
+    if preset not in TABULAR_PRESETS:
+        raise ValueError(f"no MLP preset named {preset!r}; the presets are {sorted(TABULAR_PRESETS)} (or none)")
+    return TABULAR_PRESETS[preset]
 
 
 def build_pair_critic(arch: str, shape: tuple[int, ...], *, sn: bool, pooling: str = "sum",
                  hidden: tuple[int, ...] | None = None) -> PairCritic:
-    """A pair critic for inputs of ``shape`` (``hidden``: MLP widths; default the preset's critic widths)."""
+    """A pair critic for inputs of ``shape`` (``hidden``: MLP widths; default the generic MLP's critic widths)."""
     if arch == "resnet32":
         return ResNetPairCritic32(2 * shape[0], sn=sn, pooling=pooling)
     if arch == "grey28":
         return GreyPairCritic28(2 * shape[0], sn=sn)
-    return MLPPairCritic(math.prod(shape), list(hidden or mlp_widths(shape).critic), sn=sn)
+    return MLPPairCritic(math.prod(shape), list(hidden or GENERIC_MLP.critic), sn=sn)
 
 
 def build_autoencoder_gan(shape: tuple[int, ...], kind: str, *, arch: str = "auto", z_dim: int | None = None,
-                          sn: bool = True, pooling: str = "sum") -> GANNets:
+                          sn: bool = True, pooling: str = "sum", widths: MLPWidths | None = None,
+                          encoder_final_act: bool = False) -> GANNets:
     """Encoder, generator and pair critic for data of ``shape`` (one sample) and ``kind`` (image | tabular).
 
-    ``z_dim`` None takes the papers' value (128 for resnet32, 64 for grey28, the preset for mlp)."""
+    ``z_dim`` None takes the papers' value (128 for resnet32, 64 for grey28, the widths' for mlp). ``widths`` (mlp
+    only): a preset's (``mlp_widths(name)``), default GENERIC_MLP; ``encoder_final_act``: the mlp encoder's code
+    layer ends in LReLU(0.2)."""
     arch = pick_autoencoder_gan_arch(shape, kind, arch)
     shape = tuple(shape)
     if arch == "resnet32":
@@ -289,8 +299,8 @@ def build_autoencoder_gan(shape: tuple[int, ...], kind: str, *, arch: str = "aut
         z = z_dim or 64
         return GANNets(arch, z, GreyEncoder28(shape[0], z), GreyGenerator28(z, shape[0]),
                        build_pair_critic(arch, shape, sn=sn))
-    w = mlp_widths(shape)
+    w = widths or GENERIC_MLP
     z = z_dim or w.z_dim
-    return GANNets(arch, z, MLPEncoder(math.prod(shape), list(w.encoder), z),
+    return GANNets(arch, z, MLPEncoder(math.prod(shape), list(w.encoder), z, final_act=encoder_final_act),
                    MLPGenerator(z, list(w.generator), shape, tanh=kind == "image"),
-                   build_pair_critic(arch, shape, sn=sn))
+                   build_pair_critic(arch, shape, sn=sn, hidden=w.critic))

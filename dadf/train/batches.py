@@ -3,6 +3,9 @@
 The trainer owns the step count, so the stream never ends: epochs are consecutive seeded permutations, and a
 batch may span two of them. Its state is (epoch, position), so a resumed run draws exactly the batches the
 uninterrupted run would have drawn.
+
+`make_batch_stream` picks it, or for rows of the shards (``trainer.data=stream``) dadf.data.stream.ShardStream;
+both give the trainer each step's micro-batches of this rank through ``rank_batches`` and are Stateful.
 """
 from __future__ import annotations
 
@@ -46,10 +49,27 @@ class BatchStream:
         idx = self.next_indices()
         return {k: t[idx] for k, t in self.tensors.items()}
 
+    def rank_batches(self, sched, rank: int, world: int, device):
+        """(first global row, micro-batch) of each of this step's micro-batches on this rank: its rows of one
+        global batch."""
+        idx = self.next_indices()
+        for m in range(sched.accumulate):
+            lo, hi = sched.rows(m, rank, world)
+            rows = idx[lo:hi]
+            if self.tensors["x"].device != rows.device:
+                rows = rows.to(self.tensors["x"].device)
+            yield lo, {k: v[rows].to(device, non_blocking=True) for k, v in self.tensors.items()}
+
+    def close(self) -> None:
+        pass
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "n": self.n}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("kind", "memory") != "memory":
+            raise ValueError(f"the checkpoint holds a {state['kind']} stream's position, this cell trains in memory: "
+                             f"its trainer.data changed since the save")
         if state["n"] != self.n or state["seed"] != self.seed:
             raise ValueError(
                 f"checkpointed batch stream was over {state['n']} samples with seed {state['seed']}, "
@@ -57,3 +77,13 @@ class BatchStream:
             )
         self.epoch, self.position = state["epoch"], state["position"]
         self._perm = self._permutation(self.epoch)
+
+
+def make_batch_stream(tensors: dict, sched, seed: int, rank: int, world: int, tcfg):
+    """The in-memory stream over ``tensors``, or a shard stream when ``tensors["x"]`` are rows of the shards."""
+    from dadf.data.stream import ShardRows, ShardStream
+
+    if isinstance(tensors["x"], ShardRows):
+        return ShardStream(tensors["x"], tensors["label"], sched.micro, seed, rank, world,
+                           workers=int(tcfg.get("data_workers", 0)))
+    return BatchStream(tensors, sched.global_batch, seed=seed)

@@ -32,11 +32,14 @@ from dadf.data.pipeline import CellData
 from dadf.eval.metrics import detection_metrics
 from dadf.methods.base import Method
 from dadf.methods.interface import StepContext
-from dadf.train import checkpoint
-from dadf.train.batches import BatchStream
+from dadf.train import checkpoint, tracking
+from dadf.train.batches import make_batch_stream
 from dadf.train.preemption import PreemptionGuard
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+# trainer.selection=train_<criterion>: the method's criterion on the training normals, for protocols without a
+# validation split (the simplex paper: the lowest mean R-score of the training samples after epoch 60)
+TRAIN_CRITERION = "train_"
 
 
 class NonFiniteLoss(RuntimeError):
@@ -154,12 +157,13 @@ class Trainer:
         keep = data.train_label == 0 if not method.uses_labelled_anomalies else torch.ones_like(data.train_label,
                                                                                                dtype=torch.bool)
         self.tensors = {"x": data.train_x[keep], "label": data.train_label[keep]}
-        if self.acc.device.type == "cuda" and self.tcfg.data_on_device:
+        if self.acc.device.type == "cuda" and self.tcfg.data_on_device and isinstance(data.train_x, torch.Tensor):
             # Small datasets live on the GPU: batches are gathered there, no host-to-device copy per step.
             self.tensors = {k: v.to(self.acc.device) for k, v in self.tensors.items()}
-        self.stream = BatchStream(self.tensors, schedule.global_batch, seed=int(seed))
+        self.stream = make_batch_stream(self.tensors, schedule, int(seed), self.rank, self.world, self.tcfg)
         self.total = method.planned_steps(schedule.total)
         self.step = 0
+        self.curves = tracking.Curves()  # live curves (trainer.tracker), opened by run() at its first step
 
     # -- state -------------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -230,6 +234,7 @@ class Trainer:
         self._rewind_log()
         if self.selection != "last":
             self._check_selection()
+        self.curves = tracking.open_curves(self.tcfg.get("tracker", "auto"), self.log_path.parent, self.step, self.main)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=self.total, initial=self.step, desc=self.name, disable=not (progress and self.main),
@@ -238,7 +243,7 @@ class Trainer:
         bad_losses: dict[str, torch.Tensor] = {}
         log_sums: dict[str, torch.Tensor] = {}
         log_count = 0
-        with contextlib.nullcontext(guard) if guard is not None else PreemptionGuard() as guard:
+        with (contextlib.nullcontext(guard) if guard is not None else PreemptionGuard()) as guard, self.curves:
             while self.step < self.total:
                 losses = self._one_step()
                 self._hand_over_artifacts()  # before this step's checkpoint, which a resume would not rerun
@@ -273,24 +278,24 @@ class Trainer:
                 if self.step % int(self.tcfg.checkpoint_every) == 0 or at_end:
                     self.save()
         bar.close()
+        self.stream.close()  # a shard stream's reader workers exit
         self._hand_over_artifacts()
         if self.selection == "last":
             return TrainOutcome(self.total, {"rule": "last", "step": self.total})
-        if self.best["step"] is not None and self.best["step"] != self.total:
+        if self.best["step"] is None:  # no validated state was eligible (e.g. a 50-epoch run, selection from 60)
+            return TrainOutcome(self.total, {"rule": self.selection, "step": self.total, "value": None,
+                                             "fallback": "last", "note": f"no state became eligible for "
+                                             f"{self.selection} (a finite value from select_after on): the last "
+                                             f"state was kept"})
+        if self.best["step"] != self.total:
             best = checkpoint.latest(self.ckpt_dir / "best")
             self.method.load_state_dict(checkpoint.load(best)["method"])
         return TrainOutcome(self.total, {"rule": self.selection, "step": self.best["step"],
                                          "value": self.best["value"]})
 
     def _one_step(self) -> dict[str, torch.Tensor]:
-        idx = self.stream.next_indices()
         losses: dict[str, torch.Tensor] = {}
-        for m in range(self.sched.accumulate):
-            lo, hi = self.sched.rows(m, self.rank, self.world)
-            rows = idx[lo:hi]
-            if self.tensors["x"].device != rows.device:
-                rows = rows.to(self.tensors["x"].device)
-            batch = {k: v[rows].to(self.acc.device, non_blocking=True) for k, v in self.tensors.items()}
+        for m, (lo, batch) in enumerate(self.stream.rank_batches(self.sched, self.rank, self.world, self.acc.device)):
             if self.method.strategy.channels_last and batch["x"].dim() == 4:
                 batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
             self.method.begin(StepContext(step=self.step, micro=m, accumulate=self.sched.accumulate, batch_lo=lo,
@@ -323,9 +328,13 @@ class Trainer:
             line = {"step": self.step, **{k: float(v) for k, v in values.items()}, **extra}
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(line) + "\n")
+            self.curves.log({**{f"train/{k}": v for k, v in values.items()},
+                             **tracking.learning_rates(getattr(self.method, "opts", {}))}, self.step)
 
     # -- model selection ---------------------------------------------------------------------------------
     def _check_selection(self) -> None:
+        if self.selection.startswith(TRAIN_CRITERION):
+            return  # computed on the training normals, which every protocol has
         if self.selection == "val_auroc":
             truth = self.data.val_truth
             if len(truth) == 0 or truth.min() == truth.max():
@@ -333,7 +342,8 @@ class Trainer:
                     "trainer.selection=val_auroc needs a validation set with normal AND anomalous samples; set "
                     "protocol.val_fraction (normals) and protocol.val_anomalies (anomalies), or use selection=last")
         elif len(self.data.val_x) == 0 or (self.data.val_truth == 0).sum() == 0:
-            raise ValueError(f"trainer.selection={self.selection} needs validation normals; set protocol.val_fraction")
+            raise ValueError(f"trainer.selection={self.selection} needs validation normals; set protocol.val_fraction, "
+                             f"or select on the training normals: trainer.selection={TRAIN_CRITERION}{self.selection}")
 
     def _validate(self) -> None:
         """Every rank scores the whole (small) validation set, so all ranks take the same decision."""
@@ -343,7 +353,11 @@ class Trainer:
             scores = score_batched(self.method, val_x, int(self.tcfg.eval_batch_size))["score"]
             values["val_auroc"] = detection_metrics(truth, scores, None)["auroc"]
         normals = val_x[self.data.val_truth == 0].to(self.acc.device)
-        values.update({k: float(v) for k, v in self.method.selection_scores(normals).items()})
+        if len(normals):
+            values.update({k: float(v) for k, v in self.method.selection_scores(normals).items()})
+        if self.selection.startswith(TRAIN_CRITERION):
+            rows = self.tensors["x"][self.tensors["label"] == 0].to(self.acc.device)  # all of them: small tables
+            values.update({TRAIN_CRITERION + k: float(v) for k, v in self.method.selection_scores(rows).items()})
         if self.selection not in values:
             raise ValueError(f"trainer.selection={self.selection!r} is not computed by method {self.method.name!r}; "
                              f"available: last, {', '.join(sorted(values))}")
@@ -353,7 +367,7 @@ class Trainer:
         higher_is_better = self.selection == "val_auroc"
         improves = self.best["value"] is None or (value > self.best["value"] if higher_is_better
                                                   else value < self.best["value"])
-        better = eligible and improves
+        better = eligible and improves and math.isfinite(value)  # +inf means "not yet" (simplex before epoch 60)
         if better:
             self.best = {"value": value, "step": self.step}
             state = {"step": self.step, "method": self.method.state_dict()}  # collective under ZeRO: all ranks
@@ -364,6 +378,7 @@ class Trainer:
             epoch = self.step / self.sched.steps_per_epoch
             with open(self.log_path, "a") as f:
                 f.write(json.dumps({"step": self.step, "epoch": round(epoch, 3), **values}) + "\n")
+            self.curves.log({f"val/{k}": v for k, v in values.items()}, self.step)
 
 
 def score_batched(method: Method, x: torch.Tensor, batch_size: int) -> dict[str, np.ndarray]:

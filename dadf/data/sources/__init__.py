@@ -3,20 +3,25 @@
 transforms), files.py (errors naming a missing or damaged file) and classes.py (declared class names).
 
 `load_source(name, root, ...)` is the one entry point: it validates the parameters against the loader's
-signature, calls the loader, then applies the image transforms every image source shares (`size`, `channels`).
+signature, calls the loader, halves a one-part source per class when asked (`split_test`, split_test.py: every
+source takes it), then applies the image transforms every image source shares (`size`, `channels`).
 Loaders never write into `root` unless `download=True` (the shared data folder is read-only).
-Relative `path` parameters (`idx`, `image_folder`) are taken relative to `root`.
+Relative `path` parameters (`idx`, `image_folder`, `csv_table`, `image_arrays`) are taken relative to `root`.
 
 A source whose classes are a fact of the source (MNIST's ten digits) declares them when it registers, so that
 `declared_classes` gives them before any data is on disk; the others' classes are known from their data only.
+Likewise a source may declare its kind and its parts (`declared_kind`, `declared_parts`), which the launch-time
+checks read instead of the data. `generic_sources()` lists the sources that read a user's own files (docs/data.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from pathlib import Path
 
 from ..types import TABULAR, Source
+from . import split_test as _split_test
 from .files import DataError
 from .transforms import resize, transform_images
 
@@ -24,28 +29,49 @@ SOURCES: dict[str, Callable[..., Source]] = {}
 _DEFAULT_SIZE: dict[str, int] = {}  # sources whose native resolution is not what experiments use
 # Declared classes: names, or a function of the loader's parameters that returns them.
 _CLASSES: dict[str, tuple[str, ...] | Callable[..., tuple[str, ...]]] = {}
+# Declared kinds (image | tabular), or a function of the loader's parameters that returns it.
+_KINDS: dict[str, str | Callable[..., str]] = {}
+# Declared parts, or a function (root, **parameters) -> parts, or None where only the data knows them.
+_PARTS: dict[str, tuple[str, ...] | Callable[..., tuple[str, ...] | None]] = {}
+_SPLIT_TEST_DEFAULT: dict[str, bool] = {}  # sources halved unless told otherwise (cifar10_jpg)
+_GENERIC: dict[str, str] = {}  # sources of a user's own files -> one line on what they read
 
 # The shared, read-only data folder sits next to the repository: <repo>/../shared/data.
 DEFAULT_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
-def register(name: str, *, default_size: int | None = None, classes=None):
+def register(name: str, *, default_size: int | None = None, classes=None, kind=None, parts=None,
+             split_test: bool = False, generic: str | None = None):
     """Register a loader `fn(root: Path, download: bool, *, params...) -> Source` under `name`.
 
     `classes`: the class names the loader always gives, or a function of its parameters (all of them, defaults
-    included, as keywords) that returns them; None when only the data knows them."""
+    included, as keywords) that returns them; None when only the data knows them. `kind` ("image" | "tabular")
+    likewise. `parts`: the parts the loader gives (before `split_test`), or a function `(root, **parameters)` that
+    says them from a cheap look at the files (None when it cannot). `split_test`: the default of the generic
+    parameter. `generic`: one line on the files it reads, for a source of a user's own data."""
 
     def wrap(fn: Callable[..., Source]) -> Callable[..., Source]:
         if name in SOURCES:
             raise ValueError(f"source {name!r} is registered twice")
+        if _split_test.PARAM in {p.name for p in _keyword_params(fn)}:
+            raise ValueError(f"source {name!r}: {_split_test.PARAM} is every source's parameter (split_test.py); "
+                             "drop it from the loader, pass register(split_test=True) for a default of true")
         SOURCES[name] = fn
-        if default_size is not None:
-            _DEFAULT_SIZE[name] = default_size
-        if classes is not None:
-            _CLASSES[name] = classes
+        for table, value in ((_DEFAULT_SIZE, default_size), (_CLASSES, classes), (_KINDS, kind), (_PARTS, parts),
+                             (_GENERIC, generic)):
+            if value is not None:
+                table[name] = value
+        if split_test:
+            _SPLIT_TEST_DEFAULT[name] = True
         return fn
 
     return wrap
+
+
+def generic_sources() -> dict[str, str]:
+    """The sources that read a user's own files (no file to write: `dataset=<name>` and its params), each with one
+    line on what it reads; docs/data.md has the rest."""
+    return dict(sorted(_GENERIC.items()))
 
 
 def list_sources() -> list[str]:
@@ -60,13 +86,35 @@ def _loader(name: str) -> Callable[..., Source]:
 
 def declared_classes(name: str, params: dict | None = None) -> tuple[str, ...] | None:
     """The classes source `name` declares for the loader parameters `params`; None when only its data knows them."""
-    loader, params = _loader(name), params or {}
+    classes, (full, _) = _CLASSES.get(name), _with_defaults(name, params)
+    return tuple(classes(**full)) if callable(classes) else classes
+
+
+def declared_kind(name: str, params: dict | None = None) -> str | None:
+    """The kind (image | tabular) source `name` declares for `params`; None when it declares none."""
+    kind, (full, _) = _KINDS.get(name), _with_defaults(name, params)
+    return kind(**full) if callable(kind) else kind
+
+
+def declared_parts(name: str, root: str | Path | None = None, params: dict | None = None) -> tuple[str, ...] | None:
+    """The parts `load_source(name, root, **params)` would give (`split_test` applied), from what the source
+    declares or a cheap look at its files (never a full read); None when only loading it would tell."""
+    full, halved = _with_defaults(name, params)
+    parts = _PARTS.get(name)
+    if callable(parts):
+        parts = parts(Path(root) if root is not None else DEFAULT_ROOT, **full)
+    if parts is None:
+        return None
+    return ("train", "test") if halved and len(parts) == 1 else tuple(parts)
+
+
+def _with_defaults(name: str, params: dict | None) -> tuple[dict, bool]:
+    """(`params` checked and with the loader's defaults filled in, whether `split_test` halves the source)."""
+    loader, params = _loader(name), dict(params or {})
+    halved = bool(params.pop(_split_test.PARAM, _SPLIT_TEST_DEFAULT.get(name, False)))
     _check_params(name, loader, params)
-    classes = _CLASSES.get(name)
-    if callable(classes):
-        defaults = {p.name: p.default for p in _keyword_params(loader) if p.default is not p.empty}
-        return tuple(classes(**{**defaults, **params}))
-    return classes
+    defaults = {p.name: p.default for p in _keyword_params(loader) if p.default is not p.empty}
+    return {**defaults, **params}, halved
 
 
 def load_source(
@@ -86,10 +134,13 @@ def load_source(
     a loader may take a `name` parameter, as `odds` does).
     """
     loader = _loader(name)
+    halved = bool(params.pop(_split_test.PARAM, _SPLIT_TEST_DEFAULT.get(name, False)))
     _check_params(name, loader, params)
     root = Path(root) if root is not None else DEFAULT_ROOT
     src = loader(root, download, **params)
-    meta = {"root": str(root), **src.meta}
+    if halved:
+        src = _split_test.halve(src)
+    meta = {"root": str(root), **src.meta, "split_test": halved}
     if src.kind == TABULAR:
         if size is not None or channels is not None:
             raise DataError(
@@ -97,11 +148,11 @@ def load_source(
                 "remove dataset.size and dataset.channels"
             )
         meta.update(size=None, channels=None)
-        return Source(src.name, src.kind, src.parts, src.classes, meta)
+        return dataclasses.replace(src, meta=meta)  # replace: per-sample attributes travel with their rows
     size = size if size is not None else _DEFAULT_SIZE.get(name)
     meta.update(original_shape=src.sample_shape, size=size, channels=channels)
     parts = {part: (transform_images(x, size, channels), y) for part, (x, y) in src.parts.items()}
-    return Source(src.name, src.kind, parts, src.classes, meta)
+    return dataclasses.replace(src, parts=parts, meta=meta)
 
 
 def _keyword_params(loader: Callable) -> list[inspect.Parameter]:
@@ -111,7 +162,7 @@ def _keyword_params(loader: Callable) -> list[inspect.Parameter]:
 def _check_params(name: str, loader: Callable, params: dict) -> None:
     """Loaders declare their parameters keyword-only; anything else is a typo worth a clear error."""
     declared = _keyword_params(loader)
-    valid = [p.name for p in declared]
+    valid = [p.name for p in declared] + [_split_test.PARAM]
     required = [p.name for p in declared if p.default is p.empty]
     unknown = sorted(set(params) - set(valid))
     if unknown:
@@ -124,10 +175,22 @@ def _check_params(name: str, loader: Callable, params: dict) -> None:
 
 
 # Imported last, once `register` exists: each family module registers its sources as it is imported.
-from . import folders, idx, synthetic, tabular, torchvision_datasets  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    arrays,
+    celeba,
+    coil,
+    folders,
+    idx,
+    imagenet_resize,
+    lsun,
+    synthetic,
+    tabular,
+    torchvision_datasets,
+)
 from .classes import TABULAR_CLASSES  # noqa: E402
 from .idx import read_idx  # noqa: E402
 from .synthetic import load_synthetic  # noqa: E402
 
-__all__ = ["DEFAULT_ROOT", "SOURCES", "TABULAR_CLASSES", "DataError", "declared_classes", "list_sources",
-           "load_source", "load_synthetic", "read_idx", "register", "resize"]
+__all__ = ["DEFAULT_ROOT", "SOURCES", "TABULAR_CLASSES", "DataError", "declared_classes", "declared_kind",
+           "declared_parts", "generic_sources", "list_sources", "load_source", "load_synthetic", "read_idx",
+           "register", "resize"]

@@ -12,6 +12,8 @@ DIGITS = numbered(10)
 LETTERS_A_TO_J = tuple("ABCDEFGHIJ")  # notMNIST
 TABULAR_CLASSES = ("inlier", "outlier")
 
+# Kuzushiji-MNIST: ten cursive hiragana, in torchvision's order (KMNIST.classes), romanised.
+KMNIST = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR100 = (  # the fine labels, in the order of the dataset's meta file

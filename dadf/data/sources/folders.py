@@ -51,18 +51,6 @@ def _declared_index(names: Sequence[str], classes: tuple[str, ...], what: str) -
 # ---------------------------------------------------------------- image folders and tars
 
 
-def _split_stratified(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Halve every class with a seeded permutation: first half -> train, second half -> test (sorted indices)."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        half = len(idx) // 2
-        train.append(idx[:half])
-        test.append(idx[half:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
-
-
 def _folder_entries(path: Path) -> Iterator[tuple[str, str, str, bytes]]:
     for file in path.glob("*/*/*"):
         if file.is_file() and file.suffix.lower() in _IMAGE_SUFFIXES and not file.name.startswith("."):
@@ -92,7 +80,7 @@ def _read_image_folder(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarr
     else:
         raise DataError(
             f"image_folder: {path} is neither a folder nor a .tar/.tar.gz file; "
-            "give dataset.path as <path>/<part>/<class>/*.png|jpg or a tar of that layout"
+            "give dataset.params.path as <path>/<part>/<class>/*.png|jpg or a tar of that layout"
         )
     if not entries:
         raise DataError(f"image_folder: no images found in {path}; expected the layout <part>/<class>/*.png|jpg|jpeg")
@@ -108,34 +96,34 @@ def _read_image_folder(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarr
     return parts, classes
 
 
-def _image_folder_source(name: str, path: Path, split_test: bool, seed: int = 0) -> Source:
+def _image_folder_source(name: str, path: Path) -> Source:
     parts, classes = _read_image_folder(path)
-    meta = {"path": str(path), "split_test": split_test}
-    if split_test:
-        if set(parts) != {"test"}:
-            raise DataError(
-                f"{name}: split_test=true halves a lone 'test' part, but {path} has parts {sorted(parts)}; "
-                "set dataset.split_test=false"
-            )
-        x, y = parts["test"]
-        train, test = _split_stratified(y, seed)
-        parts = {"train": (x[train], y[train]), "test": (x[test], y[test])}
-        meta["split"] = f"original test part halved per class (seeded permutation, seed {seed})"
-    return Source(name, IMAGE, parts, classes, meta)
+    return Source(name, IMAGE, parts, classes, {"path": str(path)})
 
 
-@register("image_folder")
-def load_image_folder(root: Path, download: bool, *, path: str, split_test: bool = False) -> Source:
-    return _image_folder_source("image_folder", resolve(root, path), split_test)
+def _folder_parts(root: Path, *, path: str) -> tuple[str, ...] | None:
+    """The parts of an image folder from its sub-folder names (a tar's would need reading it whole: None)."""
+    folder = resolve(root, path)
+    if not folder.is_dir():
+        return None
+    return tuple(sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))) or None
 
 
-@register("cifar10_jpg", classes=CIFAR10)
-def load_cifar10_jpg(root: Path, download: bool, *, split_test: bool = True) -> Source:
-    """CIFAR-10's test set re-encoded as JPEG; halved into train/test since it ships only the test part."""
+@register("image_folder", parts=_folder_parts,
+          generic="<root>/<params.path>/<part>/<class>/*.png|jpg (or a .tar/.tar.gz of that tree); classes from the "
+                  "folder names")
+def load_image_folder(root: Path, download: bool, *, path: str) -> Source:
+    return _image_folder_source("image_folder", resolve(root, path))
+
+
+# split_test: halved into train/test by default, since it ships only the test part.
+@register("cifar10_jpg", classes=CIFAR10, parts=("test",), split_test=True)
+def load_cifar10_jpg(root: Path, download: bool) -> Source:
+    """CIFAR-10's test set re-encoded as JPEG."""
     path = root / "cifar10-jpg" / "cifar10_test_jpg.tar.gz"
     if not path.is_file():
         raise missing_files_error("cifar10_jpg", path.parent, [path], downloadable=False)
-    src = _image_folder_source("cifar10_jpg", path, split_test)
+    src = _image_folder_source("cifar10_jpg", path)
     as_cifar = _declared_index(src.classes, CIFAR10, f"cifar10_jpg {path}")  # folder class index -> CIFAR-10's
     parts = {part: (x, as_cifar[y]) for part, (x, y) in src.parts.items()}
     return Source(src.name, src.kind, parts, CIFAR10, src.meta)
@@ -144,7 +132,7 @@ def load_cifar10_jpg(root: Path, download: bool, *, split_test: bool = True) -> 
 # ---------------------------------------------------------------- omniglot (zips of PNGs)
 
 
-@register("omniglot", default_size=28, classes=OMNIGLOT_ALPHABETS)
+@register("omniglot", default_size=28, classes=OMNIGLOT_ALPHABETS, parts=("test",))
 def load_omniglot(root: Path, download: bool, *, invert: bool = True) -> Source:
     """Omniglot's background "small" sets as one OOD part "test"; the class is the alphabet."""
     folder = root / "omniglot"

@@ -70,10 +70,20 @@ def read_idx_folder(
     return parts
 
 
+def present_prefixes(folder: Path) -> list[str]:
+    """The prefixes (train, t10k) with at least one of their files in `folder`; all of them when none has one."""
+    return [p for p in IDX_PARTS if any(_idx_file(folder, s) for s in _idx_stems(p))] or list(IDX_PARTS)
+
+
+def present_parts(folder: Path) -> tuple[str, ...]:
+    """The parts an idx folder gives, from its file names alone."""
+    return tuple(IDX_PARTS[p] for p in present_prefixes(folder))
+
+
 def _idx_source(name: str, folder: Path, classes: Iterable[str] | None, prefixes: Iterable[str] | None) -> Source:
     """`prefixes` None: whichever parts have a file in the folder (all are expected when none has)."""
     if prefixes is None:
-        prefixes = [p for p in IDX_PARTS if any(_idx_file(folder, s) for s in _idx_stems(p))] or list(IDX_PARTS)
+        prefixes = present_prefixes(folder)
     parts = read_idx_folder(name, folder, prefixes, downloadable=False)
     n_labels = max(int(y.max()) for _, y in parts.values()) + 1
     classes = tuple(classes) if classes is not None else numbered(n_labels)
@@ -82,12 +92,14 @@ def _idx_source(name: str, folder: Path, classes: Iterable[str] | None, prefixes
     return Source(name, IMAGE, parts, classes, {"folder": str(folder)})
 
 
-@register("idx")
+@register("idx", parts=lambda root, *, path, **_: present_parts(resolve(root, path)),
+          generic="<root>/<params.path>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (MNIST's format, either "
+                  "part alone too); classes numbered from the labels, or params.classes")
 def load_idx(root: Path, download: bool, *, path: str, classes: list[str] | None = None) -> Source:
     return _idx_source("idx", resolve(root, path), classes, prefixes=None)
 
 
-@register("notmnist", classes=LETTERS_A_TO_J)
+@register("notmnist", classes=LETTERS_A_TO_J, parts=("test",))
 def load_notmnist(root: Path, download: bool) -> Source:
     # Ships only the t10k files, so the source has the single part "test".
     return _idx_source("notmnist", root / "notMNIST" / "raw", LETTERS_A_TO_J, prefixes=["t10k"])

@@ -13,7 +13,7 @@ from .files import DataError
 from .tabular import tabular_source
 
 
-@register("digits", classes=DIGITS)
+@register("digits", classes=DIGITS, parts=("train", "test"))
 def load_digits(root: Path, download: bool) -> Source:
     """scikit-learn's 8×8 digits (bundled, no files), split 50/50 per class since it ships no split."""
     from sklearn.datasets import load_digits as sk_digits
@@ -34,7 +34,8 @@ def _synthetic_classes(*, kind: str, n_classes: int, **_) -> tuple[str, ...]:
     return TABULAR_CLASSES if kind == TABULAR else numbered(n_classes)
 
 
-@register("synthetic", classes=_synthetic_classes)
+@register("synthetic", classes=_synthetic_classes, kind=lambda *, kind, **_: kind,
+          parts=lambda root, *, kind, **_: ("all",) if kind == TABULAR else ("train", "test"))
 def load_synthetic(
     root: Path,
     download: bool,

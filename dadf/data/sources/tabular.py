@@ -1,7 +1,8 @@
-"""Tabular sources: float32 rows in one part "all", classes ("inlier", "outlier"). ODDS .mat files (`odds`,
-`thyroid`, `arrhythmia`) and KDD Cup 99 (`kdd99`)."""
+"""Tabular sources: float32 rows in one part "all", classes ("inlier", "outlier"). ODDS/ADBench tables, .mat or
+.npz (`odds`, `thyroid`, `arrhythmia`), CSV files with a label column (`csv_table`) and KDD Cup 99 (`kdd99`)."""
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 from pathlib import Path
@@ -11,7 +12,9 @@ import numpy as np
 from ..types import TABULAR, Source
 from . import register
 from .classes import TABULAR_CLASSES
-from .files import DataError, missing_files_error, reading
+from .files import DataError, missing_files_error, reading, resolve
+
+_TABLE = {"classes": TABULAR_CLASSES, "kind": TABULAR, "parts": ("all",)}  # what every source here declares
 
 
 def tabular_source(name: str, x: np.ndarray, y: np.ndarray, meta: dict) -> Source:
@@ -20,35 +23,133 @@ def tabular_source(name: str, x: np.ndarray, y: np.ndarray, meta: dict) -> Sourc
     return Source(name, TABULAR, {"all": (np.asarray(x, dtype=np.float32), y)}, TABULAR_CLASSES, meta)
 
 
-# ---------------------------------------------------------------- ODDS .mat files
+# ---------------------------------------------------------------- ODDS / ADBench tables (.mat or .npz)
 
 
 def _odds_source(source: str, root: Path, name: str) -> Source:
-    from scipy.io import loadmat
+    """<root>/odds/<name>.mat (ODDS) or <name>.npz (ADBench), arrays X (rows x features) and y (1 = anomalous)."""
+    if not name or name == "???":
+        raise DataError(f"{source}: no table named: set dataset.params.name to its file name without the extension "
+                        "(e.g. dataset.params.name=cardio for <root>/odds/cardio.mat or cardio.npz)")
+    mat, npz = root / "odds" / f"{name}.mat", root / "odds" / f"{name}.npz"
+    if mat.is_file():
+        from scipy.io import loadmat
 
-    path = root / "odds" / f"{name}.mat"
-    if not path.is_file():
-        raise missing_files_error(source, path.parent, [path], downloadable=False)
+        path, read = mat, loadmat
+    elif npz.is_file():
+        path, read = npz, lambda p: dict(np.load(p, allow_pickle=False))
+    else:
+        raise DataError(
+            f"{source}: table {name!r} not found; tried\n  {mat}\n  {npz}\nTo fix: put it at one of these paths, "
+            "a .mat (ODDS) or .npz (ADBench) holding arrays X (rows x features) and y (1 = anomalous, 0 = normal), "
+            "or point dataset.root at the folder whose odds/ sub-folder holds it (dadf cannot download it)."
+        )
     with reading(path):
-        mat = loadmat(path)
-    if "X" not in mat or "y" not in mat:
-        raise DataError(f"{path} lacks the ODDS keys X and y (found {sorted(k for k in mat if not k.startswith('_'))})")
-    return tabular_source(source, mat["X"], mat["y"], {"file": str(path)})
+        arrays = read(path)
+    if "X" not in arrays or "y" not in arrays:
+        found = sorted(k for k in arrays if not k.startswith("_"))
+        raise DataError(f"{path} lacks the ODDS/ADBench keys X and y (found {found}); save the table with "
+                        "np.savez(path, X=rows, y=labels) or scipy.io.savemat(path, {'X': rows, 'y': labels})")
+    return tabular_source(name, *_checked_table(path, arrays["X"], arrays["y"]), {"file": str(path)})
 
 
-@register("odds", classes=TABULAR_CLASSES)
+def _checked_table(path: Path, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """X as float rows and y as 0/1, or an error that says what is wrong with them."""
+    x, y = np.asarray(x), np.asarray(y).ravel()
+    if x.ndim != 2 or len(x) != len(y):
+        raise DataError(f"{path}: X must be 2-D (rows x features) with one y per row; got X {x.shape}, y {y.shape}")
+    try:
+        x = x.astype(np.float32)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{path}: X must hold numbers ({err}); encode categorical features first") from None
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: X holds {int((~np.isfinite(x)).sum())} NaN or infinite values; fill or drop them")
+    values = set(np.unique(y).tolist())
+    if not values <= {0, 1}:
+        raise DataError(f"{path}: y must be 1 (anomalous) or 0 (normal); found values {sorted(values)[:10]}")
+    return x, y
+
+
+@register("odds", **_TABLE,
+          generic="<root>/odds/<params.name>.mat or .npz: arrays X (rows x features) and y (1 = anomalous); "
+                  "ODDS's and ADBench's files")
 def load_odds(root: Path, download: bool, *, name: str) -> Source:
     return _odds_source("odds", root, name)
 
 
-@register("thyroid", classes=TABULAR_CLASSES)
+@register("thyroid", **_TABLE)
 def load_thyroid(root: Path, download: bool) -> Source:
     return _odds_source("thyroid", root, "thyroid")
 
 
-@register("arrhythmia", classes=TABULAR_CLASSES)
+@register("arrhythmia", **_TABLE)
 def load_arrhythmia(root: Path, download: bool) -> Source:
     return _odds_source("arrhythmia", root, "arrhythmia")
+
+
+# ---------------------------------------------------------------- CSV tables
+
+
+@register("csv_table", **_TABLE,
+          generic="<root>/<params.path>: a CSV with a header; params.label_column names the label, "
+                  "params.anomaly_values its anomalous values (default [1])")
+def load_csv_table(root: Path, download: bool, *, path: str, label_column: str,
+                   anomaly_values: list | None = None, columns: list[str] | None = None,
+                   delimiter: str = ",") -> Source:
+    """A CSV file with a header row: the rows whose `label_column` holds one of `anomaly_values` (default: 1) are
+    the outliers; the features are `columns` (default: every other column), all numeric."""
+    file = resolve(root, path)
+    if not file.is_file():
+        raise missing_files_error("csv_table", file.parent, [file], downloadable=False)
+    with reading(file), open(file, newline="") as f:
+        rows = list(csv.reader(f, delimiter=delimiter))
+    if len(rows) < 2:
+        raise DataError(f"{file}: expected a header row and at least one data row; found {len(rows)} row(s)")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if label_column not in header:
+        raise DataError(f"{file}: no column {label_column!r} for dataset.params.label_column; columns: {header}")
+    features = list(columns) if columns is not None else [h for h in header if h != label_column]
+    unknown = [c for c in features if c not in header]
+    if unknown or not features or label_column in features:
+        raise DataError(f"{file}: dataset.params.columns must name feature columns other than the label "
+                        f"{label_column!r}; {'unknown: ' + str(unknown) if unknown else 'got ' + str(features)}; "
+                        f"columns: {header}")
+    short = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
+    if short:
+        raise DataError(f"{file}: line(s) {short[:5]} have another number of fields than the header's {len(header)}")
+    x = np.empty((len(body), len(features)), dtype=np.float32)
+    for j, column in enumerate(features):
+        k = header.index(column)
+        for i, row in enumerate(body):
+            try:
+                x[i, j] = float(row[k])
+            except ValueError:
+                raise DataError(f"{file}: line {i + 2}, column {column!r} holds {row[k]!r}, not a number; encode it, "
+                                "or leave the column out with dataset.params.columns=[...]") from None
+    if not np.isfinite(x).all():
+        raise DataError(f"{file}: the features hold NaN or infinite values; fill or drop them")
+    labels = [row[header.index(label_column)].strip() for row in body]
+    wanted = [1] if anomaly_values is None else list(anomaly_values)
+    y = np.array([_matches(v, wanted) for v in labels], dtype=np.int64)
+    if y.all() or not y.any():
+        raise DataError(f"{file}: {int(y.sum())} of {len(y)} rows have {label_column!r} in {wanted} (anomalous): "
+                        f"a table needs both kinds; values seen: {sorted(set(labels))[:10]}; set "
+                        "dataset.params.anomaly_values to the anomalous ones")
+    meta = {"file": str(file), "label_column": label_column, "anomaly_values": wanted, "features": features}
+    return tabular_source(file.stem, x, y, meta)
+
+
+def _matches(value: str, wanted: list) -> bool:
+    """`value` (a CSV field) is one of `wanted`: as text, or as the same number ("1.0" is 1)."""
+    for w in wanted:
+        if value == str(w).strip():
+            return True
+        try:
+            if float(value) == float(w):
+                return True
+        except (TypeError, ValueError):
+            pass
+    return False
 
 
 # ---------------------------------------------------------------- KDD Cup 99
@@ -65,7 +166,7 @@ KDD_COLUMNS = (
 KDD_ONE_HOT = ("protocol_type", "service", "flag", "land", "logged_in", "is_host_login", "is_guest_login")
 
 
-@register("kdd99", classes=TABULAR_CLASSES)
+@register("kdd99", **_TABLE)
 def load_kdd99(root: Path, download: bool, *, file: str = "kddcup.data_10_percent.gz") -> Source:
     """KDD Cup 99 with "normal." traffic as the outlier class (the papers' convention, ~20% of the 10% file).
 

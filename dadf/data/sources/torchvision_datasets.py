@@ -1,5 +1,5 @@
-"""torchvision's datasets, whose classes are fixed: MNIST and Fashion-MNIST (idx files read here, torchvision only
-downloads them), CIFAR-10, CIFAR-100 and SVHN (arrays taken from torchvision's dataset objects)."""
+"""torchvision's datasets, whose classes are fixed: MNIST, Fashion-MNIST and KMNIST (idx files read here, torchvision
+only downloads them), CIFAR-10, CIFAR-100 and SVHN (arrays taken from torchvision's dataset objects)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,19 +8,27 @@ import numpy as np
 
 from ..types import IMAGE, Source
 from . import register
-from .classes import CIFAR10, CIFAR100, DIGITS, FASHION
+from .classes import CIFAR10, CIFAR100, DIGITS, FASHION, KMNIST
 from .files import DataError, absent, missing_files_error
-from .idx import IDX_PARTS, read_idx_folder
+from .idx import IDX_PARTS, present_parts, present_prefixes, read_idx_folder
+
+_TRAIN_TEST = ("train", "test")
 
 
-def _register_idx_download(name: str, dataset_cls: str, folder_name: str, classes: tuple[str, ...]) -> None:
-    """MNIST-like: read the idx files ourselves (torchvision would unpack into root); torchvision only downloads."""
+def _register_idx_download(name: str, dataset_cls: str, folder_name: str, classes: tuple[str, ...],
+                           either_part: bool = False) -> None:
+    """MNIST-like: read the idx files ourselves (torchvision would unpack into root); torchvision only downloads.
+    `either_part`: the files of one part alone (a published test set) load as a one-part source."""
 
-    @register(name, classes=classes)
+    def parts_of(root: Path) -> tuple[str, ...]:
+        return present_parts(root / folder_name / "raw") if either_part else _TRAIN_TEST
+
+    @register(name, classes=classes, parts=parts_of)
     def load(root: Path, download: bool) -> Source:
         folder = root / folder_name / "raw"
+        prefixes = present_prefixes(folder) if either_part and not download else IDX_PARTS
         try:
-            parts = read_idx_folder(name, folder, IDX_PARTS, downloadable=True)
+            parts = read_idx_folder(name, folder, prefixes, downloadable=True)
         except DataError:  # files missing or corrupt: torchvision downloads those whose checksum is not right
             if not download:
                 raise
@@ -33,6 +41,7 @@ def _register_idx_download(name: str, dataset_cls: str, folder_name: str, classe
 
 _register_idx_download("mnist", "MNIST", "MNIST", DIGITS)
 _register_idx_download("fmnist", "FashionMNIST", "FashionMNIST", FASHION)
+_register_idx_download("kmnist", "KMNIST", "KMNIST", KMNIST, either_part=True)
 
 
 _TRAIN_FLAG = {"train": {"train": True}, "test": {"train": False}}
@@ -81,7 +90,7 @@ def _torchvision_source(
     return Source(name, IMAGE, parts, classes, {})
 
 
-@register("cifar10", classes=CIFAR10)
+@register("cifar10", classes=CIFAR10, parts=_TRAIN_TEST)
 def load_cifar10(root: Path, download: bool) -> Source:
     folder = root / "cifar-10-batches-py"
     expected = [folder / f"data_batch_{i}" for i in range(1, 6)] + [folder / "test_batch"]
@@ -89,7 +98,7 @@ def load_cifar10(root: Path, download: bool) -> Source:
                                classes=CIFAR10)
 
 
-@register("cifar100", classes=CIFAR100)
+@register("cifar100", classes=CIFAR100, parts=_TRAIN_TEST)
 def load_cifar100(root: Path, download: bool) -> Source:
     folder = root / "cifar-100-python"
     expected = [folder / "train", folder / "test", folder / "meta"]
@@ -97,7 +106,7 @@ def load_cifar100(root: Path, download: bool) -> Source:
                                classes=CIFAR100)
 
 
-@register("svhn", classes=DIGITS)
+@register("svhn", classes=DIGITS, parts=_TRAIN_TEST)
 def load_svhn(root: Path, download: bool) -> Source:
     # torchvision already maps SVHN's label 10 (digit 0) to 0 and stores the images NCHW (CIFAR's are NHWC).
     expected = [root / "train_32x32.mat", root / "test_32x32.mat"]
