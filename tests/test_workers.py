@@ -99,3 +99,23 @@ def test_running_a_cell_imports_only_what_it_needs(composer, dirs):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert store.is_done(todo[0].dir)
+
+
+@pytest.mark.parametrize("argv, started", [
+    ([], True),                                   # the default: local launcher, forkserver
+    (["grid=tabular", "launcher=local"], True),
+    (["launcher=slurm"], False),
+    (["launcher=debug"], False),
+    (["launcher.start_method=spawn"], False),
+])
+def test_the_launch_starts_the_forkserver_before_it_imports_torch(argv, started):
+    """The launch command starts its workers' forkserver first thing, from the command line alone, so that the
+    forkserver imports the training stack while the launcher imports and composes; only when a local launcher with
+    a forkserver will run."""
+    code = ("import sys; from dadf.grid.forkserver import warm_up_from_argv; warm_up_from_argv(sys.argv[1:]); "
+            "from multiprocessing import forkserver; "
+            "print(forkserver._forkserver._forkserver_pid is not None, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(started), "False"]

@@ -29,6 +29,10 @@ EXIT_BUSY = 3  # another launch holds the grid
 
 
 def main() -> None:
+    # First: the workers' forkserver imports the training stack while this process imports and composes.
+    from dadf.grid.forkserver import warm_up_from_argv
+
+    warm_up_from_argv(sys.argv[1:])
     # A bad key fails here, with the valid keys listed. An override that only some methods of the grid take
     # (method.nu: ocsvm's) is held back from Hydra's composition of the launch's own config, which has one method
     # and would refuse it, and goes to expand with the others, which judges it cell by cell.

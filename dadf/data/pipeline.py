@@ -231,17 +231,22 @@ def prepare_cell_data(cfg: DictConfig) -> CellData:
                                  secondary=datasets.get(SECONDARY))
     raw = {name: gather(getattr(split, name), datasets) for name in ("train", "val", "test")}
     norm = normaliser(primary.kind, raw["train"][split.train.label == 0])
+    return _cell_data(cfg, primary, split, {name: norm(x) for name, x in raw.items()})
+
+
+def _cell_data(cfg: DictConfig, primary: Source, split: Split, x: dict) -> CellData:
+    """CellData from the split and its rows ``x`` (train, val, test: tensors, or rows read on demand)."""
     top_k = cfg.dataset.top_k_percent
     return CellData(
         kind=primary.kind,
         shape=primary.sample_shape,
         classes=primary.classes,
         split=split,
-        train_x=norm(raw["train"]),
+        train_x=x["train"],
         train_label=torch.from_numpy(split.train.label.astype(np.int64)),
-        val_x=norm(raw["val"]),
+        val_x=x["val"],
         val_truth=torch.from_numpy(split.val.truth.astype(np.int64)),
-        test_x=norm(raw["test"]),
+        test_x=x["test"],
         test_truth=torch.from_numpy(split.test.truth.astype(np.int64)),
         test_cls=torch.from_numpy(split.test.cls.astype(np.int64)),
         top_k_percent=float(top_k) if top_k is not None else None,
@@ -257,18 +262,4 @@ def _streamed_cell_data(cfg: DictConfig) -> CellData:
                                     params=protocol_params(cfg.protocol), secondary=secondary)
 
     split, primary, rows = stream.prepare(cfg, make_split, lambda dcfg: ensure_shards(dcfg, cfg.paths.shards_dir))
-    top_k = cfg.dataset.top_k_percent
-    return CellData(
-        kind=primary.kind,
-        shape=primary.sample_shape,
-        classes=primary.classes,
-        split=split,
-        train_x=rows["train"],
-        train_label=torch.from_numpy(split.train.label.astype(np.int64)),
-        val_x=rows["val"],
-        val_truth=torch.from_numpy(split.val.truth.astype(np.int64)),
-        test_x=rows["test"],
-        test_truth=torch.from_numpy(split.test.truth.astype(np.int64)),
-        test_cls=torch.from_numpy(split.test.cls.astype(np.int64)),
-        top_k_percent=float(top_k) if top_k is not None else None,
-    )
+    return _cell_data(cfg, primary, split, rows)

@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from dadf.grid import locks, store
+from dadf.grid import forkserver, locks, store
 from dadf.grid.cells import Cell
 from dadf.train.preemption import Preempted, PreemptionGuard
 
@@ -161,10 +161,6 @@ def _worker_main(conn, lifeline, threads: int, workers: int) -> None:
         guard.acted_on = True  # the signal has done its job: end normally
 
 
-# What every worker imports: loaded once in the forkserver, which forks the workers with it already in memory.
-WORKER_PRELOAD = ["dadf.grid.runner", "dadf.methods", "dadf.data.pipeline", "sklearn.metrics"]
-
-
 def _cores() -> int:
     with contextlib.suppress(AttributeError, OSError):
         return len(os.sched_getaffinity(0))
@@ -189,27 +185,9 @@ def fit_workers(workers: int | None, threads: int | None, cells: int, cores: int
     return n, threads
 
 
-def _worker_context(method: str):
-    """Workers fork from one process that has imported the training stack once (forkserver: not one import per
-    worker), with OpenMP told to wait passively: busy-waiting threads of several workers spin against each other's
-    cores. The forkserver (or a spawned worker) reads its environment when it starts, before it imports torch."""
-    if method not in ("forkserver", "spawn"):  # plain fork after torch has started threads can deadlock
-        raise ValueError(f"launcher.start_method={method!r}: choose forkserver or spawn")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(WORKER_PRELOAD)
-    return ctx
-
-
 def warm_up(lcfg: DictConfig) -> None:
-    """Start the local launcher's forkserver now, so that it imports the training stack (seconds) while the grid is
-    composed and checked, not after."""
-    if lcfg.name == "local" and str(lcfg.get("start_method") or "forkserver") == "forkserver":
-        from multiprocessing import forkserver
-
-        _worker_context("forkserver")
-        forkserver.ensure_running()
+    """Start the local launcher's forkserver now (dadf/grid/forkserver.py), if it has not started yet."""
+    forkserver.warm_up(str(lcfg.name), lcfg.get("start_method"))
 
 
 @dataclass
@@ -230,7 +208,7 @@ class _Local:
         self.pending = list(todo)
         self.summary, self.bar, self.stop = summary, bar, stop
         self.n, self.threads = fit_workers(lcfg.get("workers"), lcfg.get("threads_per_worker"), len(todo))
-        self.ctx = _worker_context(str(lcfg.get("start_method") or "forkserver"))
+        self.ctx = forkserver.worker_context(str(lcfg.get("start_method") or "forkserver"))
         self.workers: list[_Worker] = []
         self.told = False
         self.deaths_without_cell = 0

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from dadf.grid import published as pub
 from dadf.grid import stats, store
@@ -58,7 +57,7 @@ def _read_cell(grid_dir: Path, cid: str) -> CellRecord:
     if not path.exists():
         return _from_id(cid, d, "missing", "no cell folder yet")
     try:
-        full = _read_cell_yaml(path)
+        full = store.read_cell_data(d)
     except store.Unreadable as e:
         return _from_id(cid, d, store.UNREADABLE, str(e))
     result = None
@@ -79,23 +78,6 @@ def _read_cell(grid_dir: Path, cid: str) -> CellRecord:
         state, reason = store.LOST, lost
     return CellRecord(cid, full["cell"], state, reason, result, d, full.get("protocol") or {},
                       (full.get("dataset") or {}).get("num_classes"))
-
-
-def _read_cell_yaml(path: Path) -> dict:
-    """cell.yaml as plain data. It is written resolved (store.write_cell_config), so a YAML parser reads it as
-    OmegaConf would, ~15x faster (a 50-cell grid: 0.3 s less)."""
-    try:
-        full = yaml.load(path.read_text(), Loader=_YAML_LOADER)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise store.Unreadable(f"unreadable: {path} ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
-    cell = full.get("cell") if isinstance(full, dict) else None
-    # A truncated file can still parse: the keys the tables are built from must all be there.
-    if not isinstance(cell, dict) or not {"method", "dataset", "protocol"} <= set(cell):
-        raise store.Unreadable(f"unreadable: {path} (no complete cell: mapping; truncated?)")
-    return full
-
-
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _from_id(cid: str, d: Path, state: str, reason: str) -> CellRecord:
