@@ -110,6 +110,18 @@ def test_stopping_the_local_launcher_requeues_running_cells_and_starts_no_more(d
     assert "requeued" in out and "launch the same command again to resume" in out
 
 
+def test_ctrl_c_while_the_grid_is_composed_exits_130_and_leaves_no_process(dirs, tmp_path):
+    """Ctrl-C before any cell started (the launcher still imports and composes; its forkserver is up already)."""
+    proc = _start(*dirs, "grid.classes=[0]", "grid.methods=[ae]")
+    _wait_for(lambda: _worker_pids(proc.pid), what="the launcher's forkserver to start")
+    children = _worker_pids(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    _wait_for(lambda: not _dadf_workers_alive(children), timeout=15, what="the launcher's children to exit")
+
+
 @pytest.mark.slow
 def test_a_killed_local_launcher_leaves_no_worker_behind(dirs, tmp_path):
     proc = _start(*dirs, *LONG, "grid.classes=[0]")

@@ -36,9 +36,13 @@ def main() -> None:
     # A bad key fails here, with the valid keys listed. An override that only some methods of the grid take
     # (method.nu: ocsvm's) is held back from Hydra's composition of the launch's own config, which has one method
     # and would refuse it, and goes to expand with the others, which judges it cell by cell.
-    held = check_overrides(sys.argv[1:], per_method=True)
-    sys.argv = [a for a in sys.argv if a not in held]  # Hydra reads its overrides from sys.argv
-    hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")(lambda cfg: launch_grid(cfg, held))()
+    try:
+        held = check_overrides(sys.argv[1:], per_method=True)
+        sys.argv = [a for a in sys.argv if a not in held]  # Hydra reads its overrides from sys.argv
+        hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")(
+            lambda cfg: launch_grid(cfg, held))()
+    except KeyboardInterrupt:  # Ctrl-C while the grid is composed, before any cell started: nothing to save
+        sys.exit(128 + signal.SIGINT)
 
 
 def launch_grid(cfg: DictConfig, held: Sequence[str] = ()) -> None:

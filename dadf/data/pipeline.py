@@ -107,7 +107,7 @@ def _ensure_shards_locked(dcfg: DictConfig, out: Path, force: bool) -> Path:
         return out
     p = wanted
     source = sources.load_source(p["source"], data_root(dcfg), download=bool(dcfg.download), size=p["size"],
-                                 channels=p["channels"], **p["params"])
+                                 channels=p["channels"], chunked=True, **p["params"])  # LSUN: never held whole
     shards.build_shards(source, out, dataset_name=dataset_option(dcfg), source_params=wanted,
                         rebuild_overrides=overrides)
     return out

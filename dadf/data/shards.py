@@ -8,6 +8,9 @@ Layout of a shard folder::
                             "<key>.x.npy" (one row of x) and "<key>.cls" (class index as text); a source
                             with per-sample attributes adds "<key>.attr" (one "0"/"1" character per name
                             in index.json's "attributes", in that order; `decode_attributes`)
+    <part>.rows.npy         only for a `ChunkedSource` (a dataset too big to hold): each sample's shard, row, offset
+                            of its raw values in the tar, class and attributes (`_write_row_table`), so streaming
+                            skips the walk over the tar headers; shards without it are walked as before
 
 Samples are shuffled (seeded) before writing, so any shard is a random sample of its part; the
 original index travels in the key, so loading puts every row back where the `Source` had it and
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
-from dadf.data.types import Source
+from dadf.data.types import ChunkedSource, Source
 
 FORMAT = 1
 INDEX_FILE = "index.json"
@@ -140,25 +143,89 @@ def decode_attributes(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.uint8) - ord("0")
 
 
-def _write_shard(path: Path, part: str, x: np.ndarray, y: np.ndarray, a: np.ndarray | None, rows: np.ndarray) -> dict:
+def _write_shard(path: Path, part: str, rows: np.ndarray, x: np.ndarray, y: np.ndarray, a: np.ndarray | None) -> dict:
+    """Write the samples of `rows` (original indices, in this order) whose x, y, a are the arrays' rows in order."""
     layout = _Layout(x.shape[1:], x.dtype)
     # mtime fixed so that the same source and seed give byte-identical tars (stable checksums).
     with open(path, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0) as writer:
-        for i in rows:
-            sample = {"__key__": sample_key(part, int(i)), "x.npy": layout.encode(x[i]), "cls": b"%d" % y[i]}
+        for j, i in enumerate(rows):
+            sample = {"__key__": sample_key(part, int(i)), "x.npy": layout.encode(x[j]), "cls": b"%d" % y[j]}
             if a is not None:  # only then: shards of sources without attributes stay byte-identical
-                sample["attr"] = encode_attributes(a[i])
+                sample["attr"] = encode_attributes(a[j])
             writer.write(sample)
     return {"file": path.name, "count": int(len(rows)), "sha256": _sha256(path)}
 
 
+def _shard_rows(n: int, rng, samples_per_shard: int, min_shards: int) -> list[np.ndarray]:
+    """Each shard's original row indices, in the order it holds them: a seeded permutation cut in equal runs."""
+    order = rng.permutation(n)
+    return np.array_split(order, _n_shards(n, samples_per_shard, min_shards)) if n else []
+
+
 def _write_part(out: Path, part: str, x: np.ndarray, y: np.ndarray, a: np.ndarray | None, rng, samples_per_shard,
                 min_shards) -> dict:
-    n = len(y)
-    order = rng.permutation(n)
-    chunks = np.array_split(order, _n_shards(n, samples_per_shard, min_shards)) if n else []
-    shards = [_write_shard(out / _shard_name(part, k), part, x, y, a, rows) for k, rows in enumerate(chunks)]
-    return {"count": int(n), "shards": shards}
+    shards = [_write_shard(out / _shard_name(part, k), part, rows, x[rows], y[rows], None if a is None else a[rows])
+              for k, rows in enumerate(_shard_rows(len(y), rng, samples_per_shard, min_shards))]
+    return {"count": int(len(y)), "shards": shards}
+
+
+def _write_chunked_part(out: Path, part: str, source: ChunkedSource, rng, samples_per_shard, min_shards) -> dict:
+    """`_write_part` for rows that come in chunks, in two passes with bounded memory: each chunk's rows are appended
+    to their shard's spill file (raw rows, in row order), then each shard's spill is read back (one shard's rows),
+    put in the shard's order and written as `_write_part` writes it, so the tars are the same bytes."""
+    y = source.labels[part]
+    a = source.attributes.get(part) if source.attribute_names else None
+    shard_rows = _shard_rows(len(y), rng, samples_per_shard, min_shards)
+    shard_of = np.empty(len(y), np.int32)
+    for k, rows in enumerate(shard_rows):
+        shard_of[rows] = k
+    spill = out / f"{part}.spill"
+    spill.mkdir()
+    start = 0
+    for x in source.chunks(part):
+        where = shard_of[start : start + len(x)]
+        by_shard = np.argsort(where, kind="stable")  # stable: each shard's rows stay in ascending order
+        ks, firsts = np.unique(where[by_shard], return_index=True)
+        for k, rows in zip(ks, np.split(by_shard, firsts[1:])):
+            with open(spill / str(k), "ab") as f:
+                f.write(np.ascontiguousarray(x[rows]).tobytes())
+        start += len(x)
+    shards = []
+    for k, rows in enumerate(shard_rows):
+        # The spill holds the shard's rows by ascending index: each row's rank among them is its place there.
+        x = np.fromfile(spill / str(k), source.dtype).reshape(len(rows), *source.sample_shape)[rows.argsort().argsort()]
+        shards.append(_write_shard(out / _shard_name(part, k), part, rows, x, y[rows], None if a is None else a[rows]))
+        (spill / str(k)).unlink()  # disk: the spill shrinks as the shards grow
+    spill.rmdir()
+    _write_row_table(out, part, shard_rows, y, a, _Layout(source.sample_shape, source.dtype))
+    return {"count": int(len(y)), "shards": shards}
+
+
+def row_table_dtype(n_attributes: int) -> np.dtype:
+    fields = [("shard", "<i4"), ("row", "<i8"), ("offset", "<i8"), ("cls", "<i8")]
+    return np.dtype(fields + ([("attributes", "u1", (n_attributes,))] if n_attributes else []))
+
+
+def _write_row_table(out: Path, part: str, shard_rows: list[np.ndarray], y, a, layout: _Layout) -> None:
+    """`<part>.rows.npy`: per sample, in shard order, its shard (number in index.json's list), original row, the
+    offset of its raw values in the tar, class and attributes, read back from the tars just written. The streaming
+    path reads this instead of walking the tar headers (stream.py `scan`), millions of seeks for LSUN."""
+    table = np.zeros(sum(len(r) for r in shard_rows), row_table_dtype(0 if a is None else a.shape[1]))
+    start = 0
+    for k, rows in enumerate(shard_rows):
+        members = _tar_members((out / _shard_name(part, k)).read_bytes())
+        offsets = {name: offset for name, offset, _ in members}
+        got = table[start : start + len(rows)]
+        got["shard"], got["row"], got["cls"] = k, rows, y[rows]
+        got["offset"] = [offsets[f"{sample_key(part, int(i))}.x.npy"] + len(layout.header) for i in rows]
+        if a is not None:
+            got["attributes"] = a[rows]
+        start += len(rows)
+    np.save(out / row_table_name(part), table, allow_pickle=False)
+
+
+def row_table_name(part: str) -> str:
+    return f"{part}.rows.npy"
 
 
 def _json_ready(value, what: str):
@@ -169,20 +236,32 @@ def _json_ready(value, what: str):
         raise ShardError(f"{what} is not JSON-serialisable: {exn}") from exn
 
 
-def _check_buildable(source: Source, samples_per_shard: int, min_shards: int) -> None:
+def _check_buildable(source: Source | ChunkedSource, samples_per_shard: int, min_shards: int) -> None:
     if samples_per_shard < 1 or min_shards < 1:
         raise ShardError(f"samples_per_shard={samples_per_shard} and min_shards={min_shards} must both be >= 1")
-    if not source.parts:
+    labels = _labels(source)
+    if not labels:
         raise ShardError(f"source {source.name!r} has no parts")
+    for part in labels:
+        if not _PART_NAME.match(part):
+            raise ShardError(f"part name {part!r} must match {_PART_NAME.pattern}")
+    if isinstance(source, ChunkedSource):
+        return  # one shape and dtype for every part by construction; each chunk is checked as it comes
     first_x = next(iter(source.parts.values()))[0]
     for part, (x, y) in source.parts.items():
         if x.dtype != first_x.dtype or x.shape[1:] != first_x.shape[1:]:
             raise ShardError(f"part {part!r} is {x.dtype} {x.shape[1:]}, unlike the first part's "
                              f"{first_x.dtype} {first_x.shape[1:]}; all parts must agree")
-        if not _PART_NAME.match(part):
-            raise ShardError(f"part name {part!r} must match {_PART_NAME.pattern}")
         if len(x) != len(y):
             raise ShardError(f"part {part!r}: x has {len(x)} rows but y has {len(y)}")
+
+
+def _labels(source: Source | ChunkedSource) -> dict[str, np.ndarray]:
+    return source.labels if isinstance(source, ChunkedSource) else {p: y for p, (_, y) in source.parts.items()}
+
+
+def _dtype(source: Source | ChunkedSource) -> np.dtype:
+    return np.dtype(source.dtype) if isinstance(source, ChunkedSource) else next(iter(source.parts.values()))[0].dtype
 
 
 # A live build writes a shard every few seconds; a scratch folder untouched this long belongs to a dead one.
@@ -241,7 +320,7 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
 
 
 def build_shards(
-    source: Source,
+    source: Source | ChunkedSource,
     out_dir: Path,
     *,
     dataset_name: str,
@@ -254,10 +333,11 @@ def build_shards(
     """Write `source` as shuffled WebDataset shards into `out_dir` (atomically) and return the index.
 
     `rebuild_overrides` are the `jobs/build_shards.py` overrides (beyond `dataset=<dataset_name>`) that give the
-    dataset config this build came from; errors about these shards print them in their rebuild command."""
+    dataset config this build came from; errors about these shards print them in their rebuild command.
+    A `ChunkedSource` gives the same shards as the same rows in a `Source`, holding one chunk and one shard at a time
+    (and every row's label and shard number); its rows pass once through spill files beside the shards."""
     _check_buildable(source, samples_per_shard, min_shards)
     out_dir = Path(out_dir)
-    first_x = next(iter(source.parts.values()))[0]
     index = {
         "format": FORMAT,
         "dataset": dataset_name,
@@ -265,7 +345,7 @@ def build_shards(
         "kind": source.kind,
         "classes": list(source.classes),
         "sample_shape": list(source.sample_shape),
-        "dtype": str(first_x.dtype),
+        "dtype": str(_dtype(source)),
         "meta": _json_ready(source.meta, "source.meta"),
         "source_params": _json_ready(source_params or {}, "source_params"),
         "rebuild_overrides": list(rebuild_overrides),
@@ -278,8 +358,12 @@ def build_shards(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        for part, (x, y) in source.parts.items():
+        for part in _labels(source):
             rng = np.random.default_rng([int(seed), zlib.crc32(part.encode())])  # stable, unlike hash()
+            if isinstance(source, ChunkedSource):
+                index["parts"][part] = _write_chunked_part(tmp, part, source, rng, samples_per_shard, min_shards)
+                continue
+            x, y = source.parts[part]
             attributes = source.attributes.get(part) if source.attribute_names else None
             index["parts"][part] = _write_part(tmp, part, x, y, attributes, rng, samples_per_shard, min_shards)
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1))

@@ -2,7 +2,8 @@
 choice between that and the in-memory path (``trainer.data=auto``).
 
 - ``scan``: where each sample's row lies in its shard (file, byte offset), its class and attributes, read from the
-  tar headers with seeks: the rows are not read, so the protocol's split is made from labels and attributes alone.
+  table the build recorded (``<part>.rows.npy``, shards of a chunked source), else from the tar headers with seeks:
+  the rows are not read, so the protocol's split is made from labels and attributes alone.
 - ``ShardRows``: rows read on demand by offset. ``rows[i:j]``, ``rows[mask]`` and ``rows[index]`` are views;
   ``rows.to(device)`` reads and normalises them. The val/test split and the methods' start/end hooks use it.
 - ``ShardStream``: this rank's endless, seeded, resumable stream of training micro-batches. Per epoch the shards
@@ -176,6 +177,9 @@ def scan(out_dir: Path, source_id: int = PRIMARY, table: Table | None = None) ->
     for part, entry in index["parts"].items():
         n = int(entry["count"])
         names = index.get("attributes", ())
+        if (out_dir / shards.row_table_name(part)).is_file():
+            table.parts[(source_id, part)] = _recorded_rows(out_dir, part, entry, layout, table, len(names), rebuild)
+            continue
         rows = PartRows(np.full(n, -1, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int64),
                         np.zeros((n, len(names)), np.uint8))
         for shard in entry["shards"]:
@@ -203,6 +207,40 @@ def scan(out_dir: Path, source_id: int = PRIMARY, table: Table | None = None) ->
                                     f"samples; rebuild with: {rebuild}")
         table.parts[(source_id, part)] = rows
     return table
+
+
+def _recorded_rows(out_dir: Path, part: str, entry: dict, layout, table: Table, n_attributes: int,
+                   rebuild: str) -> PartRows:
+    """The part's rows from the table its build recorded (`shards._write_row_table`), checked against the index and
+    the tars' sizes (a truncated tar fails here, as the walk would)."""
+    path = out_dir / shards.row_table_name(part)
+    n, files = int(entry["count"]), [str(out_dir / s["file"]) for s in entry["shards"]]
+    try:
+        rec = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exn:
+        raise shards.ShardError(f"{path}: unreadable ({exn}); rebuild with: {rebuild}") from exn
+    counts = [int(s["count"]) for s in entry["shards"]]
+    if (rec.dtype != shards.row_table_dtype(n_attributes) or len(rec) != n
+            or (n and rec["shard"].min() < 0)
+            or np.bincount(rec["shard"], minlength=len(files)).tolist() != counts
+            or not np.array_equal(np.sort(rec["row"]), np.arange(n))):
+        raise shards.ShardError(f"{path}: does not match the index's {n} samples in {len(files)} shards; rebuild "
+                                f"with: {rebuild}")
+    for k, file in enumerate(files):
+        if not os.path.isfile(file):
+            raise shards.ShardError(f"{file}: missing shard file; rebuild with: {rebuild}")
+        mine = rec["offset"][rec["shard"] == k]
+        if len(mine) and mine.max() + layout.nbytes > os.path.getsize(file):
+            raise shards.ShardError(f"{file}: truncated (shorter than its recorded rows); rebuild with: {rebuild}")
+    first = len(table.files)
+    table.files.extend(files)
+    rows = PartRows(np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64),
+                    np.zeros((n, n_attributes), np.uint8))
+    order = rec["row"]
+    rows.file_id[order], rows.offset[order], rows.cls[order] = first + rec["shard"], rec["offset"], rec["cls"]
+    if n_attributes:
+        rows.attributes[order] = rec["attributes"]
+    return rows
 
 
 def label_source(out_dir: Path, table: Table, source_id: int) -> Source:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Sequence
 
 # What every worker imports: loaded once in the forkserver, which forks the workers with it already in memory.
@@ -22,16 +23,31 @@ def worker_context(method: str):
     ctx = mp.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(WORKER_PRELOAD)
+        _ensure_running()
     return ctx
+
+
+def _ensure_running() -> None:
+    """Start the forkserver (once) with Ctrl-C ignored: Ctrl-C reaches the terminal's whole process group, and the
+    launcher, not the forkserver in the middle of its imports, decides what it means. The workers it forks set
+    their own handlers (PreemptionGuard) in sessions of their own."""
+    from multiprocessing import forkserver
+
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored signal stays ignored across exec
+    except ValueError:  # not the main thread: start it as it is
+        forkserver.ensure_running()
+        return
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def warm_up(launcher: str, start_method: str | None) -> None:
     """Start the local launcher's forkserver now (a no-op when it runs already or another launcher is used)."""
     if launcher == "local" and (start_method or "forkserver") == "forkserver":
-        from multiprocessing import forkserver
-
         worker_context("forkserver")
-        forkserver.ensure_running()
 
 
 def warm_up_from_argv(argv: Sequence[str]) -> None:

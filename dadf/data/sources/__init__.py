@@ -4,7 +4,9 @@ transforms), files.py (errors naming a missing or damaged file) and classes.py (
 
 `load_source(name, root, ...)` is the one entry point: it validates the parameters against the loader's
 signature, calls the loader, halves a one-part source per class when asked (`split_test`, split_test.py: every
-source takes it), then applies the image transforms every image source shares (`size`, `channels`).
+source takes it), then applies the image transforms every image source shares (`size`, `channels`). A loader of a
+dataset too big to hold returns a `ChunkedSource` (labels held, rows read in chunks; lsun.py), which these steps
+transform chunk by chunk and the shard build writes with bounded memory (`load_source(..., chunked=True)`).
 Loaders never write into `root` unless `download=True` (the shared data folder is read-only).
 Relative `path` parameters (`idx`, `image_folder`, `csv_table`, `image_arrays`) are taken relative to `root`.
 
@@ -20,12 +22,14 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-from ..types import TABULAR, Source
+import numpy as np
+
+from ..types import TABULAR, ChunkedSource, Source
 from . import split_test as _split_test
 from .files import DataError
 from .transforms import resize, transform_images
 
-SOURCES: dict[str, Callable[..., Source]] = {}
+SOURCES: dict[str, Callable[..., Source | ChunkedSource]] = {}
 _DEFAULT_SIZE: dict[str, int] = {}  # sources whose native resolution is not what experiments use
 # Declared classes: names, or a function of the loader's parameters that returns them.
 _CLASSES: dict[str, tuple[str, ...] | Callable[..., tuple[str, ...]]] = {}
@@ -125,13 +129,16 @@ def load_source(
     download: bool = False,
     size: int | None = None,
     channels: int | None = None,
+    chunked: bool = False,
     **params,
-) -> Source:
+) -> Source | ChunkedSource:
     """Load dataset `name` from `root` (default: the shared data folder) as a `Source`.
 
     `size` resizes images to size×size (bilinear, antialiased); `channels` converts 1<->3 channels.
     Both apply to image sources only. Extra keyword `params` go to the loader (`name` is positional-only so that
-    a loader may take a `name` parameter, as `odds` does).
+    a loader may take a `name` parameter, as `odds` does). A loader may return a `ChunkedSource` (a dataset read in
+    chunks, such as LSUN): `split_test` and the image transforms then apply chunk by chunk, and it is returned as it
+    is with `chunked=True` (what the shard build asks for), else read whole into a `Source`.
     """
     loader = _loader(name)
     halved = bool(params.pop(_split_test.PARAM, _SPLIT_TEST_DEFAULT.get(name, False)))
@@ -148,9 +155,19 @@ def load_source(
                 "remove dataset.size and dataset.channels"
             )
         meta.update(size=None, channels=None)
-        return dataclasses.replace(src, meta=meta)  # replace: per-sample attributes travel with their rows
-    size = size if size is not None else _DEFAULT_SIZE.get(name)
-    meta.update(original_shape=src.sample_shape, size=size, channels=channels)
+        src = dataclasses.replace(src, meta=meta)  # replace: per-sample attributes travel with their rows
+    else:
+        size = size if size is not None else _DEFAULT_SIZE.get(name)
+        meta.update(original_shape=src.sample_shape, size=size, channels=channels)
+        src = _transformed(src, size, channels, meta)
+    return src if chunked or isinstance(src, Source) else src.to_source()
+
+
+def _transformed(src: Source | ChunkedSource, size: int | None, channels: int | None, meta: dict):
+    if isinstance(src, ChunkedSource):  # the shape of the rows to come, from no rows at all
+        shape = transform_images(np.zeros((0, *src.sample_shape), np.uint8), size, channels).shape[1:]
+        src = src.map_rows(lambda x: transform_images(x, size, channels), shape)
+        return dataclasses.replace(src, meta=meta)
     parts = {part: (transform_images(x, size, channels), y) for part, (x, y) in src.parts.items()}
     return dataclasses.replace(src, parts=parts, meta=meta)
 

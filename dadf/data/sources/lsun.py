@@ -2,22 +2,25 @@
 image ids, values = encoded images, WebP in the published files). Read with the `lmdb` package (`dadf[lsun]`), in key
 order. Classes = the categories asked for, in that order; parts "train" and "test" (LSUN's val split, 300 images per
 category). LSUN's images differ in size: each is resized so its shorter side is `resolution`, then centre-cropped
-(PIAD downscales LSUN to 64×64)."""
+(PIAD downscales LSUN to 64×64). The source is chunked (`ChunkedSource`): the counts come from the LMDB headers and the
+images are decoded CHUNK_ROWS at a time, so building its shards never holds the dataset."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..types import IMAGE, Source
+from ..types import IMAGE, ChunkedSource
 from . import register
 from .files import DataError, absent, missing_files_error, reading
 
 CATEGORIES = ("bedroom", "bridge", "church_outdoor", "classroom", "conference_room", "dining_room", "kitchen",
               "living_room", "restaurant", "tower")
 _PARTS = {"train": "train", "test": "val"}  # dadf part -> LSUN split
+CHUNK_ROWS = 10_000  # images decoded at a time: ~120 MB at 64×64
 
 
 def lmdb_folder(root: Path, category: str, split: str) -> Path:
@@ -52,30 +55,49 @@ def _open_lmdb():
     return lmdb
 
 
-def _read_lmdb(folder: Path, resolution: int, limit: int | None) -> list[np.ndarray]:
-    lmdb = _open_lmdb()
+def _lmdb_env(folder: Path):
+    return _open_lmdb().open(str(folder), readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
+
+
+def _count(folder: Path, limit: int | None) -> int:
+    """Images in an LMDB folder (its entry count: nothing is read), at most `limit`."""
+    with reading(folder):
+        env = _lmdb_env(folder)
+        try:
+            n = int(env.stat()["entries"])
+        finally:
+            env.close()
+    return n if limit is None else min(n, limit)
+
+
+def _read_lmdb(folder: Path, resolution: int, n: int) -> Iterator[np.ndarray]:
+    """The first `n` images of the folder (key order), squared, in uint8 chunks of at most CHUNK_ROWS."""
     images = []
     with reading(folder):
-        env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
+        env = _lmdb_env(folder)
         try:
             with env.begin(write=False) as txn:
-                for key, blob in txn.cursor():
-                    if limit is not None and len(images) >= limit:
+                for k, (key, blob) in enumerate(txn.cursor()):
+                    if k >= n:
                         break
                     with reading(f"{folder} key {key.decode(errors='replace')}"):
                         image = Image.open(io.BytesIO(blob))
                         image.load()
                     images.append(square(image, resolution))
+                    if len(images) == CHUNK_ROWS:
+                        yield np.stack(images)
+                        images = []
         finally:
             env.close()
-    return images
+    if images:
+        yield np.stack(images)
 
 
 @register("lsun", classes=lambda categories, **_: _check_categories(categories), parts=("train", "test"))
 def load_lsun(root: Path, download: bool, *, categories: list | tuple = ("bedroom", "conference_room"),
-              resolution: int = 64, max_per_category: int | None = None) -> Source:
+              resolution: int = 64, max_per_category: int | None = None) -> ChunkedSource:
     """`max_per_category`: the first N images (key order) of each category and split; null = all of them
-    (bedroom's train split alone is ~3 M images, ~37 GB at 64×64)."""
+    (bedroom's train split alone is ~3 M images, ~37 GB at 64×64: a `ChunkedSource`, read CHUNK_ROWS at a time)."""
     categories = _check_categories(categories)
     folders = {(c, s): lmdb_folder(root, c, s) for c in categories for s in _PARTS.values()}
     missing = absent(folders.values())
@@ -83,12 +105,13 @@ def load_lsun(root: Path, download: bool, *, categories: list | tuple = ("bedroo
         raise missing_files_error("lsun", root / "lsun", missing, downloadable=False)
     if max_per_category is not None and max_per_category < 1:
         raise DataError(f"lsun: max_per_category={max_per_category} must be >= 1, or null for every image")
-    parts = {}
-    for part, split in _PARTS.items():
-        rows = [_read_lmdb(folders[c, split], resolution, max_per_category) for c in categories]
-        y = np.concatenate([np.full(len(r), k, dtype=np.int64) for k, r in enumerate(rows)])
-        images = [image for r in rows for image in r]  # one copy into the array, not one per category as well
-        x = np.stack(images) if images else np.empty((0, 3, resolution, resolution), np.uint8)
-        parts[part] = (x, y)
+    counts = {key: _count(folder, max_per_category) for key, folder in folders.items()}
+    labels = {part: np.concatenate([np.full(counts[c, split], k, dtype=np.int64) for k, c in enumerate(categories)])
+              for part, split in _PARTS.items()}
+
+    def read(part: str) -> Iterator[np.ndarray]:  # category after category, each in key order
+        for c in categories:
+            yield from _read_lmdb(folders[c, _PARTS[part]], resolution, counts[c, _PARTS[part]])
+
     meta = {"categories": list(categories), "resolution": resolution, "max_per_category": max_per_category}
-    return Source("lsun", IMAGE, parts, categories, meta)
+    return ChunkedSource("lsun", IMAGE, labels, categories, (3, resolution, resolution), "uint8", read, meta)

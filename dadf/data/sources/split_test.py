@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from ..types import Source
+from ..types import ChunkedSource, Source
 from .files import DataError
 
 PARAM = "split_test"
@@ -31,17 +31,22 @@ def halve_per_class(y: np.ndarray, seed: int = SEED) -> tuple[np.ndarray, np.nda
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def halve(src: Source, seed: int = SEED) -> Source:
-    """`src`'s one part halved per class into "train" and "test"."""
-    if len(src.parts) != 1:
+def halve(src: Source | ChunkedSource, seed: int = SEED) -> Source | ChunkedSource:
+    """`src`'s one part halved per class into "train" and "test" (a `ChunkedSource` stays one, halved chunk by
+    chunk)."""
+    labels = src.labels if isinstance(src, ChunkedSource) else {p: y for p, (_, y) in src.parts.items()}
+    if len(labels) != 1:
         raise DataError(
             f"{src.name}: dataset.params.split_test=true halves a dataset that has one part, but this one has parts "
-            f"{sorted(src.parts)}; remove dataset.params.split_test (or set it to false)"
+            f"{sorted(labels)}; remove dataset.params.split_test (or set it to false)"
         )
-    (part, (x, y)), = src.parts.items()
+    (part, y), = labels.items()
     train, test = halve_per_class(y, seed)
     meta = {**src.meta, "split": f"original {part!r} part halved per class (seeded permutation, seed {seed})"}
     halves = {"train": train, "test": test}
+    if isinstance(src, ChunkedSource):
+        return src.select({h: (part, rows) for h, rows in halves.items()}, meta)
+    x = src.parts[part][0]
     # per-sample attributes (CelebA's), where the source has them, follow their rows
     attributes = {h: src.attributes[part][rows] for h, rows in halves.items()} if src.attributes else {}
     return dataclasses.replace(src, parts={h: (x[rows], y[rows]) for h, rows in halves.items()}, meta=meta,
