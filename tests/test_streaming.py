@@ -224,10 +224,32 @@ def _train(cell_dir: Path, wait_for_checkpoint=False) -> subprocess.CompletedPro
         while not checkpoint.complete_checkpoints(cell_dir / "checkpoints") and proc.poll() is None:
             assert time.time() < deadline, "no checkpoint within 300 s"
             time.sleep(0.05)
+        below = _descendants(proc.pid)  # its reader workers and their forkserver
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, (cell_dir / "killed-run.log").read_text()[-3000:]
+    deadline = time.time() + 30  # nothing it started may read on with nobody to hand the rows to
+    while [p for p in below if _alive(p)] and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in below if _alive(p)], f"processes outlived the killed cell: {below}"
     return None
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        out = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True).stdout
+        found += [int(p) for p in out.split()]
+        todo += [int(p) for p in out.split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _cell(composer, runs: Path, shards_dir: Path, extra=()):

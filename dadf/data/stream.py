@@ -16,10 +16,14 @@ choice between that and the in-memory path (``trainer.data=auto``).
 """
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import os
 import re
+import select
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -392,6 +396,25 @@ class _ShardReader(torch.utils.data.IterableDataset):
                 yield epoch, block, pos, raw
 
 
+def _exit_with(pid: int, worker_id: int) -> None:
+    """A reader worker ends when the cell's process does, however it ends (kill -9 included). Its parent is the
+    forkserver, which outlives a killed cell, so torch's own watch on the parent never fires."""
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)  # readable once the process has exited
+            select.select([fd], [], [])
+        except (AttributeError, OSError):  # no pidfd (old kernel): look every second
+            while True:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="dadf-cell-watch", daemon=True).start()
+
+
 class ShardStream:
     """This rank's micro-batches of ``micro`` rows, endless over seeded epochs (see the module's docstring)."""
 
@@ -456,7 +479,8 @@ class ShardStream:
         # (an flock lives as long as any copy of its descriptor), so a killed cell could not be rerun at once.
         loader = torch.utils.data.DataLoader(_ShardReader(self, epoch, block), batch_size=None, collate_fn=_as_is,
                                              num_workers=self.workers, prefetch_factor=2 if self.workers else None,
-                                             multiprocessing_context="forkserver" if self.workers else None)
+                                             multiprocessing_context="forkserver" if self.workers else None,
+                                             worker_init_fn=functools.partial(_exit_with, os.getpid()))
         nbytes = math.prod(self.rows.table.shape) * self.rows.table.dtype.itemsize
         pos_buf, raw_buf, got = np.empty(0, np.int64), np.empty((0, nbytes), np.uint8), []
         for item_epoch, item_block, pos, raw in loader:
