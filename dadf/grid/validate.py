@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import inspect
 import re
-import sys
 import types
 import typing
 from collections.abc import Callable
@@ -133,23 +132,10 @@ def _trainer_problems(t: dict, processes: int) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- method
 @functools.cache
 def params_class(method: str) -> type | None:
-    """The params dataclass the registered method builds with ``method_params(cfg, <class>)``; None if unknown."""
-    import dadf.methods  # noqa: F401 -- registers every method
-    from dadf.methods.registry import get_method
+    """The params dataclass the method registered with (``@register(name, params=...)``); None if unknown."""
+    from dadf import config
 
-    try:
-        cls = get_method(method)
-    except KeyError:
-        return None
-    module = sys.modules[cls.__module__]
-    for klass in cls.__mro__:
-        try:
-            m = re.search(r"method_params\(\s*\w+\s*,\s*(\w+)\s*\)", inspect.getsource(klass))
-        except (OSError, TypeError):
-            continue
-        if m and dataclasses.is_dataclass(getattr(module, m.group(1), None)):
-            return getattr(module, m.group(1))
-    return None
+    return config.schema("method", method)
 
 
 def _type_ok(v, hint) -> bool:

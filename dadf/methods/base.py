@@ -256,6 +256,7 @@ class ShallowMethod(Method):
 
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)
+        self.params = method_params(cfg, self.params_class)  # params_class: set by @register
         self.pca = None
         self.model = None
 

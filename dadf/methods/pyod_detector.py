@@ -19,7 +19,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from dadf.methods.base import ShallowMethod, method_params
+from dadf.methods.base import ShallowMethod
 from dadf.methods.registry import register
 
 INSTALL = 'pip install -e ".[pyod]"'
@@ -105,10 +105,6 @@ class PyODParams:
 
 @register("pyod", params=PyODParams)
 class PyOD(ShallowMethod):
-    def __init__(self, cfg, info, strategy, seed):
-        super().__init__(cfg, info, strategy, seed)
-        self.params = method_params(cfg, PyODParams)
-
     @classmethod
     def label(cls, cfg) -> str:
         """Each detector is a method of its own in cell ids and tables: pyod_lof, pyod_ecod, ..."""

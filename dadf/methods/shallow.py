@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 
-from dadf.methods.base import ShallowMethod, method_params
+from dadf.methods.base import ShallowMethod
 from dadf.methods.registry import register
 
 
@@ -22,10 +22,6 @@ class OCSVMParams:
 
 @register("ocsvm", params=OCSVMParams)
 class OCSVM(ShallowMethod):
-    def __init__(self, cfg, info, strategy, seed):
-        super().__init__(cfg, info, strategy, seed)
-        self.params = method_params(cfg, OCSVMParams)
-
     def make_model(self):
         from sklearn.svm import OneClassSVM  # scikit-learn is imported by the cells that use it
 
@@ -47,10 +43,6 @@ class IForestParams:
 
 @register("iforest", params=IForestParams)
 class IForest(ShallowMethod):
-    def __init__(self, cfg, info, strategy, seed):
-        super().__init__(cfg, info, strategy, seed)
-        self.params = method_params(cfg, IForestParams)
-
     def make_model(self):
         from sklearn.ensemble import IsolationForest
 
@@ -72,10 +64,6 @@ class KDEParams:
 
 @register("kde", params=KDEParams)
 class KDE(ShallowMethod):
-    def __init__(self, cfg, info, strategy, seed):
-        super().__init__(cfg, info, strategy, seed)
-        self.params = method_params(cfg, KDEParams)
-
     def make_model(self):
         from sklearn.neighbors import KernelDensity
 
@@ -107,10 +95,6 @@ class KNNParams:
 
 @register("knn", params=KNNParams)
 class KNN(ShallowMethod):
-    def __init__(self, cfg, info, strategy, seed):
-        super().__init__(cfg, info, strategy, seed)
-        self.params = method_params(cfg, KNNParams)
-
     def make_model(self):
         from sklearn.neighbors import NearestNeighbors
 
