@@ -41,7 +41,9 @@ class TrainerConfig:
     """The step-based loop (dadf/train/loop.py). One optimisation step = one call of the method's train_step per
     micro-batch. Under data parallelism batch_size is the GLOBAL batch (all processes and micro-batches together):
     each of N processes trains on batch_size / (N x accumulate) rows per micro-batch and the gradients are averaged,
-    so the optimisation path and the learning rate do not change with the number of processes."""
+    so the optimisation path and the learning rate do not change with the number of processes (BatchNorm layers
+    normalise over the global batch: sync_bn). Accumulation keeps the path of nets without BatchNorm, which
+    normalises each micro-batch on its own."""
 
     steps: int | None = None  # total steps; null = epochs x ceil(n_train / batch_size)
     epochs: int = 20
@@ -54,7 +56,9 @@ class TrainerConfig:
     device: str = dataclasses.field(default="auto", metadata=_UNHASHED)  # auto (cuda when present) | cpu
     # torch intra-op threads per process; null = torch's default
     num_threads: int | None = dataclasses.field(default=None, metadata=_UNHASHED)
-    compile: bool = False  # torch.compile every network (Accelerate's dynamo plugin, inductor)
+    # torch.compile every network (Accelerate's dynamo plugin, inductor); gradient penalties run eagerly (no double
+    # backward through a compiled graph: docs/performance.md)
+    compile: bool = False
     # image networks and batches in channels_last memory format: true | false | null = the method's default for the
     # device type (CHANNELS_LAST below). null hashes as false (the value it replaced), which is what it is on CPU.
     channels_last: bool | None = dataclasses.field(default=None, metadata={"hash_as": {None: False}})
@@ -70,8 +74,12 @@ class TrainerConfig:
     data_workers: int = dataclasses.field(default=2, metadata=_UNHASHED)
     checkpoint_every: int = 1000  # steps between checkpoints (and one at the end of training)
     keep_checkpoints: int = 2  # newest complete checkpoints kept on disk
-    # steps between the ranks' agreement on NaN losses and preemption signals (a host sync)
-    sync_every: int = dataclasses.field(default=1, metadata=_UNHASHED)
+    # steps between the ranks' agreement on NaN losses and preemption signals (a host sync); null = by device type:
+    # 1 on CPU, 50 on a GPU (dadf.train.loop.SYNC_EVERY)
+    sync_every: int | None = dataclasses.field(default=None, metadata=_UNHASHED)
+    # several processes: BatchNorm layers normalise over the global batch (SyncBatchNorm), so a net with BatchNorm
+    # trains as on one process; null = true. metrics.json: hardware.sync_bn (whether a network was synchronised)
+    sync_bn: bool | None = added(None, before=None)
     # model selection: last | val_auroc | a criterion the method computes on validation normals (feature_loss) |
     # train_<criterion>: the same on the training normals (protocols without a validation split)
     selection: str = "last"
@@ -113,6 +121,10 @@ class LocalLauncher:
     # forkserver: workers fork from one process that imported the training stack once; spawn: each imports it anew
     start_method: str = "forkserver"
     wait: bool = False  # another launch holds this grid: false = say which and exit, true = wait for it to end
+    # GPUs the launcher may give cells of torch methods, one GPU per worker: null = those CUDA_VISIBLE_DEVICES names,
+    # else every GPU torch sees; a list of device indices ([0, 2]); [] = none (everything on CPU workers)
+    gpus: Any = None
+    cells_per_gpu: int = 1  # workers sharing one GPU (small nets leave a GPU mostly idle with one cell at a time)
 
 
 @dataclasses.dataclass
@@ -134,20 +146,29 @@ class SlurmLauncher:
     name: str = "slurm"
     # What one cell asks for (dadf.grid.slurm.Resources), each refinable per method / dataset in `resources`.
     partition: str | None = None  # null = the cluster's default partition
+    cpu_partition: str | None = None  # partition of the cells that ask for no GPU; null = partition
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None  # sbatch --constraint, e.g. "a100|h100"
-    gpus: int = 0  # GPUs per cell; a cell with gpus > 1 runs one DDP process per GPU
-    tasks: int | None = None  # processes per cell; null = max(1, gpus) (2 with gpus 0: a 2-process CPU cell)
+    # GPUs per cell; null = by the method's kind: 1 for torch methods, 0 for shallow ones (scikit-learn, PyOD;
+    # dadf.methods.registry.accelerated). A cell with gpus > 1 runs one DDP process per GPU.
+    gpus: int | None = None
+    tasks: int | None = None  # processes per cell; null = max(1, gpus) (tasks: 2 with gpus: 0 is a 2-process CPU cell)
     cpus: int = 4  # CPUs per process
     mem_gb: int | float = 16  # memory per cell, GB
     time_min: int = 120  # wall time per job run; keep it > 10 (submitit counts every signal as a timeout at <= 10)
-    # {match: {any key above from partition to time_min}}; match = a method, a dataset or "method/dataset", applied
-    # in that order (so "method/dataset" wins), e.g. {ama: {gpus: 1, mem_gb: 32}, ama/cifar10: {gpus: 2}}. Cells
-    # with equal resources share one job array. Typed Any: OmegaConf 2.3 cannot set a typed dict that is null (the
-    # entries' keys are checked by dadf.grid.slurm.check_config).
+    # {match: {any key above from partition to time_min but cpu_partition}}; match = a dataset, a method or
+    # "method/dataset", applied in that order (so "method/dataset" wins), e.g. {ama: {gpus: 2, mem_gb: 32},
+    # ama/cifar10: {gpus: 4}}. Cells with equal resources share job arrays. Typed Any: OmegaConf 2.3 cannot set a
+    # typed dict that is null (the entries' keys are checked by dadf.grid.slurm.check_config).
     resources: Any = None
     array_parallelism: int = 64  # cells of one array running at once
+    # Tasks per job array; a group of cells with equal resources larger than this goes out as several arrays.
+    # null = the cluster's MaxArraySize (scontrol show config), else SLURM's default 1001.
+    max_array_size: int | None = None
+    # Your jobs (array tasks count one each) queued or running at once; a launch submits up to it and the next launch
+    # submits the rest. null = MaxSubmitJobs of your association (sacctmgr, where limits are enforced), else no limit.
+    max_submit_jobs: int | None = None
     signal_delay_s: int = 120  # SIGUSR2 this many seconds before the time limit: the cell checkpoints, is requeued
     max_num_timeout: int = 20  # time-limit requeues a cell may use (preemptions by the scheduler are not counted)
     # shell lines run before the job, e.g. ["module load cuda/12.4", "source ~/venvs/dadf/bin/activate"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -39,6 +40,8 @@ def hardware(device: torch.device, num_processes: int, precision: str) -> dict:
             "num_processes": num_processes, "precision": precision, "torch": torch.__version__}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # which GPU of the machine "cuda:0" was (the local launcher's choice)
+        info["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return info
 
 

@@ -225,14 +225,15 @@ def newest_checkpoint(cell: Path) -> tuple[int, Path] | None:
 def load_cell(cell: Path) -> dict:
     """The arrays of scores.npz and the newest checkpoint's step and `method` state; raises when unreadable."""
     import numpy as np
-    import torch
+
+    from dadf.train.checkpoint import load_data
 
     with np.load(cell / "scores.npz", allow_pickle=False) as z:
         scores = {k: z[k] for k in z.files}
     ck = newest_checkpoint(cell)
     if ck is None:
         raise FileNotFoundError(f"no complete checkpoint under {cell / 'checkpoints'}")
-    state = torch.load(ck[1] / "state.pt", map_location="cpu", weights_only=False)
+    state = load_data(ck[1] / "state.pt")  # as data, as every resume loads it
     return {"scores": scores, "step": ck[0], "ckpt_step": state.get("step"), "method": state["method"]}
 
 

@@ -6,9 +6,13 @@ Rows, in this order (a row that fails records its error and the next one starts;
 rows when the time is spent, and those rows are recorded as skipped with the reason):
   env      GPU name, driver, torch / CUDA / cuDNN versions, TF32 switches, the wheels installed;
   step     one training step of AMA and simplex_ae (3x32x32 paper nets, global batch 64 and 256) in fp32 / bf16 /
-           fp16 x channels_last off/on, eager first, compiled last (compiling is the slow part): samples/s, and
-           FLOPs (torch's flop counter, eager) for TFLOP/s and MFU against the card's dense bf16 peak;
+           fp16 x channels_last off/on, eager first, compiled last (compiling is the slow part), and compiled with
+           a gradient penalty (run eagerly inside the compiled step): samples/s, and FLOPs (torch's flop counter,
+           on an eager step, also for a run of compiled rows only) for TFLOP/s and MFU against the card's dense
+           bf16 peak;
   trainer  ae and aae through dadf's Trainer on digits (resized to 32x32), trainer.data_on_device on/off;
+  syncs    host syncs per training step through the Trainer (torch.cuda.set_sync_debug_mode), with the lines that
+           cause them: AMA and simplex_ae on digits as 3x32x32 (the paper nets), aae;
   resume   one aae cell: an uninterrupted run, and a run in a child process stopped by a real SIGUSR2 and resumed
            in a fresh child; max |diff| of the final scores and weights, and whether they are bit-identical;
   packed   ten small MLP autoencoder cells (one per digit class) trained as one vmapped model over stacked
@@ -77,7 +81,7 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 DEFAULT_WHEEL_DIR = REPO / ".whl"
 DEFAULT_SITE = Path("/tmp/site")
 
-KINDS = ("env", "step", "trainer", "resume", "packed")
+KINDS = ("env", "step", "trainer", "syncs", "resume", "packed")
 PRECISIONS = ("bf16", "fp32", "fp16")  # bf16 first: the precision a GPU run would use
 WORKER_RESTART = 75  # a worker's exit code after a row that broke the CUDA context: the parent starts a fresh one
 FATAL_CUDA = ("CUDA error", "illegal memory access", "device-side assert", "CUBLAS_STATUS", "cuDNN error")
@@ -88,11 +92,13 @@ SIZES = {
     False: {"step_shape": (3, 32, 32), "step_batches": (256, 64), "step_overrides": [], "warmup": 3,
             "min_steps": 3, "target_s": 1.0, "max_steps": 200, "compile_backend": "inductor",
             "image_size": 32, "trainer_batch": 256, "trainer_steps": 400, "trainer_warmup": 50,
+            "syncs_batch": 64, "syncs_warmup": 10, "syncs_steps": 100,
             "resume_batch": 64, "resume_steps": 800, "resume_log_every": 20,
             "packed_steps": 300, "packed_batch": 64},
     True: {"step_shape": (1, 8, 8), "step_batches": (64, 16), "step_overrides": ["method.lipschitz=sn"],
            "warmup": 1, "min_steps": 2, "target_s": 0.05, "max_steps": 4, "compile_backend": "aot_eager",
            "image_size": None, "trainer_batch": 64, "trainer_steps": 40, "trainer_warmup": 10,
+           "syncs_batch": 32, "syncs_warmup": 2, "syncs_steps": 4,
            "resume_batch": 32, "resume_steps": 120, "resume_log_every": 5,
            "packed_steps": 30, "packed_batch": 64},
 }
@@ -229,7 +235,10 @@ def row_title(r: dict) -> str:
     k = r.get("kind")
     if k == "step":
         return (f"step {r['method']} {r['shape']} b{r['batch']} {r['precision']}"
-                f"{' compiled' if r['compile'] else ''}{' channels_last' if r['channels_last'] else ''}")
+                f"{' compiled' if r['compile'] else ''}{' channels_last' if r['channels_last'] else ''}"
+                f"{' gradient penalty' if r.get('penalty') else ''}")
+    if k == "syncs":
+        return f"syncs {r['method']} {r.get('data', 'digits')} b{r['batch']}, {r['steps']} steps"
     if k == "trainer":
         return f"trainer {r['method']} {r.get('data', 'digits')} b{r['batch']} data_on_device={r['data_on_device']}"
     if k == "resume":
@@ -263,6 +272,12 @@ def row_result(r: dict) -> str:
         return ", ".join(parts)
     if k == "trainer":
         return f"{r['timed_steps']} timed steps, {r['s_per_step'] * 1e3:.2f} ms/step, device {r['device']}"
+    if k == "syncs":
+        if r.get("syncs_per_step") is None:
+            return f"not counted: {r.get('note', '')}"
+        where = "; ".join(f"{loc} x{n}" for loc, n in r.get("sync_sites", [])[:4])
+        return f"{r['syncs_per_step']:.2f} host syncs/step over {r['counted_steps']} steps" + (f" ({where})"
+                                                                                               if where else "")
     if k == "resume":
         same = "bit-identical" if r["scores_bit_identical"] else f"max abs diff {r['scores_max_abs_diff']:.3g}"
         w = "bit-identical" if r["weights_bit_identical"] else f"max abs diff {r['weights_max_abs_diff']:.3g}"
@@ -300,10 +315,11 @@ def plan(smoke: bool) -> list[dict]:
     big, small = s["step_batches"]
     cases = [("ama", big), ("simplex_ae", big), ("ama", small), ("simplex_ae", small)]
 
-    def step(method, batch, precision, compiled, cl):
+    def step(method, batch, precision, compiled, cl, penalty=False):
         return {"id": f"step:{method}:{shape}:b{batch}:{precision}:{'compiled' if compiled else 'eager'}:"
-                      f"{'cl' if cl else 'contiguous'}", "kind": "step", "method": method, "shape": shape,
-                "batch": batch, "precision": precision, "compile": compiled, "channels_last": cl}
+                      f"{'cl' if cl else 'contiguous'}{':gp' if penalty else ''}", "kind": "step", "method": method,
+                "shape": shape, "batch": batch, "precision": precision, "compile": compiled, "channels_last": cl,
+                "penalty": penalty}
 
     data = f"digits {s['image_size'] or 8}x{s['image_size'] or 8}"
     specs = [{"id": "env", "kind": "env"}]
@@ -311,16 +327,24 @@ def plan(smoke: bool) -> list[dict]:
     specs += [{"id": f"trainer:{m}:dod{int(d)}", "kind": "trainer", "method": m, "data": data,
                "batch": s["trainer_batch"], "steps": s["trainer_steps"], "data_on_device": d}
               for m in ("ae", "aae") for d in (True, False)]
+    specs += [{"id": f"syncs:{m}", "kind": "syncs", "method": m, "data": data if m == "aae" or smoke else
+               f"digits {s['image_size']}x{s['image_size']}x3", "batch": s["syncs_batch"],
+               "steps": s["syncs_steps"]} for m in ("ama", "simplex_ae", "aae")]
     specs.append({"id": "resume:aae", "kind": "resume", "method": "aae", "data": data, "batch": s["resume_batch"],
                   "steps": s["resume_steps"]})
     specs.append({"id": "packed:ae10", "kind": "packed", "method": "ae", "models": 10, "batch": s["packed_batch"],
                   "steps": s["packed_steps"]})
-    compiled = [step(m, b, p, True, cl) for p in PRECISIONS for m, b in cases for cl in (False, True)]
-    if smoke:  # compiling costs seconds per row even with aot_eager on CPU: one fp32 row shows the path works
-        keep = step("ama", small, "fp32", True, False)["id"]
+    # A gradient penalty differentiates the critic's gradient again, which a compiled graph cannot: dadf runs it
+    # eagerly inside the compiled step (dadf/losses/gan.py). These rows, first of the compiled ones, show that it
+    # runs and what it costs.
+    compiled = [step(m, small, "fp32" if smoke else "bf16", True, False, penalty=True) for m in ("ama", "simplex_ae")]
+    compiled += [step(m, b, p, True, cl) for p in PRECISIONS for m, b in cases for cl in (False, True)]
+    if smoke:  # compiling costs seconds per row even with aot_eager on CPU: one fp32 row and one with a penalty
+        keep = {step("ama", small, "fp32", True, False)["id"], step("ama", small, "fp32", True, False, True)["id"]}
         for spec in compiled:
-            if spec["id"] != keep:
-                spec["skip"] = "the smoke version compiles one step row only (aot_eager on CPU; inductor on the GPU)"
+            if spec["id"] not in keep:
+                spec["skip"] = ("the smoke version compiles two step rows only (aot_eager on CPU; inductor on the "
+                                "GPU)")
     return specs + compiled
 
 
@@ -373,7 +397,7 @@ class Worker:
         self.peak = next((v for k, v in BF16_DENSE_PEAK_TFLOPS.items() if k in self.device_name), None)
         self._hydra_ready = False
         # FLOPs per (method, shape, batch) from eager rows, also those of an earlier worker of this run.
-        self.flops = {(r["method"], r["shape"], r["batch"]): r["flops_per_step"] for r in self.results.read()["rows"]
+        self.flops = {_flops_key(r): r["flops_per_step"] for r in self.results.read()["rows"]
                       if r.get("kind") == "step" and r.get("flops_per_step")}
 
     def compose(self, overrides: list[str]):
@@ -462,23 +486,28 @@ class Worker:
         return row
 
     # -- step -----------------------------------------------------------------------------------------------
-    def row_step(self, spec: dict) -> dict:
+    def _step_runner(self, spec: dict):
+        """(accelerator, compile backend, step function) for the method of a step row on random inputs; each call
+        of the step function trains one step, from epoch 21 on (every phase on: AMA's atypical negatives start at
+        epoch 11)."""
         import torch
-        from torch.utils.flop_counter import FlopCounterMode
 
         from dadf.methods import get_method
         from dadf.methods.base import DataInfo
         from dadf.methods.interface import StepContext
-        from dadf.train.loop import Schedule, effective_precision, make_accelerator
+        from dadf.train.loop import Schedule, make_accelerator
         from dadf.train.strategy import make_strategy
 
         s = self.sizes
-        shape, shape_s, b = s["step_shape"], spec["shape"], spec["batch"]
+        shape, b = s["step_shape"], spec["batch"]
         steps_per_epoch = 100
+        overrides = s["step_overrides"]
+        if spec.get("penalty"):  # spectral norm as the paper nets have, plus the gradient penalty
+            overrides = [o for o in overrides if not o.startswith("method.lipschitz=")] + ["method.lipschitz=sn+gp"]
         cfg = self.compose([f"method={spec['method']}", f"trainer.precision={spec['precision']}",
                             f"trainer.compile={spec['compile']}", f"trainer.channels_last={spec['channels_last']}",
                             f"trainer.batch_size={b}", "trainer.steps=1000000", "trainer.accumulate=1",
-                            f"trainer.device={'auto' if self.cuda else 'cpu'}", *s["step_overrides"]])
+                            f"trainer.device={'auto' if self.cuda else 'cpu'}", *overrides])
         acc = make_accelerator(cfg.trainer)
         backend = None
         if spec["compile"]:
@@ -496,7 +525,7 @@ class Worker:
             x = x.contiguous(memory_format=torch.channels_last)
         batch = {"x": x, "label": torch.zeros(b, dtype=torch.long, device=acc.device)}
         method.on_train_start(x)
-        first = 20 * steps_per_epoch  # epoch 21: every phase on (AMA's atypical negatives start at epoch 11)
+        first = 20 * steps_per_epoch
         done = 0
 
         def step():
@@ -506,6 +535,20 @@ class Worker:
             method.begin(StepContext(step=i, global_batch=b))
             return method.train_step(batch, i)
 
+        return acc, backend, step
+
+    def _count_flops(self, step) -> int:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:  # it sees eager ops only
+            step()
+        return counter.get_total_flops()
+
+    def row_step(self, spec: dict) -> dict:
+        from dadf.train.loop import effective_precision
+
+        s, b = self.sizes, spec["batch"]
+        acc, backend, step = self._step_runner(spec)
         t0 = time.perf_counter()
         for _ in range(s["warmup"]):
             step()
@@ -521,22 +564,24 @@ class Worker:
             if elapsed >= s["target_s"] or timed >= s["max_steps"]:
                 break
             chunk = max(1, min(s["max_steps"] - timed, math.ceil(timed * (s["target_s"] / elapsed - 1))))
-        key = (spec["method"], shape_s, b)
-        if key not in self.flops and not spec["compile"]:  # the counter sees eager ops only
-            with FlopCounterMode(display=False) as counter:
-                step()
-            self.flops[key] = counter.get_total_flops()
+        precision_effective = effective_precision(acc, spec["precision"])
+        losses = {k: float(v) for k, v in losses.items()}
+        key = _flops_key(spec)
+        if key not in self.flops:
+            # A compiled row whose eager row did not run (a run of compiled rows only): one eager step of the same
+            # method counts them, since the counter does not see inside compiled graphs.
+            eager_step = step if not spec["compile"] else self._step_runner({**spec, "compile": False})[2]
+            self.flops[key] = self._count_flops(eager_step)
         flops = self.flops.get(key)
         s_step = elapsed / timed
         row = {"device": self.device_name,
-               "precision_effective": effective_precision(acc, spec["precision"]), "compile_backend": backend,
+               "precision_effective": precision_effective, "compile_backend": backend,
                "warmup_steps": s["warmup"], "warmup_s": warmup_s, "steps": timed, "s_per_step": s_step,
                "samples_per_s": b / s_step, "flops_per_step": flops,
                "gflop_per_sample": flops / b / 1e9 if flops else None,
                "tflops": flops / s_step / 1e12 if flops else None,
                "mfu": flops / s_step / (self.peak * 1e12) if flops and self.peak and self.cuda else None,
-               "losses": {k: float(v) for k, v in losses.items()},
-               "losses_finite": all(math.isfinite(float(v)) for v in losses.values())}
+               "losses": losses, "losses_finite": all(math.isfinite(v) for v in losses.values())}
         return row
 
     # -- cells (trainer, resume) ----------------------------------------------------------------------------
@@ -584,6 +629,52 @@ class Worker:
         return {"timed_steps": n, "s_per_step": s_step,
                 "samples_per_s": b / s_step, "device": str(method.accelerator.device),
                 "data_tensor_device": str(trainer.tensors["x"].device)}
+
+    def row_syncs(self, spec: dict) -> dict:
+        """Host syncs per training step, counted by torch (``torch.cuda.set_sync_debug_mode("warn")`` warns at each
+        synchronising call) over the Trainer's steps after a warm-up, the loop included (batches, the ranks'
+        agreement every trainer.sync_every steps), with the source lines that cause them."""
+        import collections
+        import warnings
+
+        import torch
+
+        from dadf.grid.runner import build
+        from dadf.train.loop import Trainer
+
+        b, steps, warm = spec["batch"], spec["steps"], self.sizes["syncs_warmup"]
+        extra = ["trainer.log_every=1000000"]
+        if "x3" in spec["data"]:
+            extra.append("dataset.channels=3")
+        cell = self.cell(self.work / spec["id"].replace(":", "_"), spec["method"], b, warm + steps + 1, extra)
+        method, data, schedule = build(cell.cfg)
+        trainer = Trainer(cell.cfg.trainer, method, data, schedule, cell.dir, seed=0, name=cell.id)
+        inner, calls = method.train_step, [0]
+        counting = self.cuda
+
+        def switched(batch, step):  # counts from step `warm` until the last step starts (it saves and scores)
+            if counting and calls[0] in (warm, warm + steps):
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode("warn" if calls[0] == warm else 0)
+            calls[0] += 1
+            return inner(batch, step)
+
+        method.train_step = switched
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                trainer.run(progress=False)
+            finally:
+                if counting:
+                    torch.cuda.set_sync_debug_mode(0)
+        row = {"device": str(method.accelerator.device), "sync_every": trainer.sync_every, "counted_steps": steps}
+        if not counting:
+            return {**row, "syncs_per_step": None,
+                    "note": "torch reports synchronising calls on CUDA only; the steps ran"}
+        syncs = [w for w in caught if "synchroniz" in str(w.message)]
+        sites = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in syncs)
+        return {**row, "syncs": len(syncs), "syncs_per_step": len(syncs) / steps,
+                "sync_sites": sites.most_common(12)}
 
     def row_resume(self, spec: dict) -> dict:
         import numpy as np
@@ -724,6 +815,11 @@ class Worker:
                 "losses_allclose": bool(torch.allclose(seq_losses, pk_losses, rtol=1e-4, atol=1e-6)),
                 "losses_bit_identical": bool(torch.equal(seq_losses, pk_losses)),
                 "final_loss_mean": float(pk_losses[:, -1].mean())}
+
+
+def _flops_key(r: dict) -> tuple:
+    """Step rows with the same FLOPs per step: the method and its inputs, and whether a gradient penalty runs."""
+    return r["method"], r["shape"], r["batch"], bool(r.get("penalty"))
 
 
 def _last_logged_step(log: Path) -> int:

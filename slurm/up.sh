@@ -2,12 +2,17 @@
 # Bring up a single-node SLURM cluster on this machine (root, Debian/Ubuntu, no systemd needed).
 #   slurm/up.sh            install slurm-wlm/munge with apt if missing, start munged, slurmctld, slurmd, wait idle
 # Settings (environment): DADF_SLURM_DIR (state, logs, pid files; default /tmp/dadf-slurm), DADF_SLURM_CPUS (CPUs
-# the node declares; default 16), DADF_SLURM_NO_INSTALL=1 (never run apt).
+# the node declares; default 16), DADF_SLURM_GPUS (GPUs the node declares, /dev/null device nodes; default 8),
+# DADF_SLURM_MAX_ARRAY_SIZE (default 1001), DADF_SLURM_NO_INSTALL=1 (never run apt).
+# On a running cluster, a changed configuration restarts the daemons (their jobs go on): slurmctld alone for a new
+# MaxArraySize, which `scontrol reconfigure` would show but slurmctld would not enforce until it restarts.
 # Prints the line `export SLURM_CONF=...`; /etc/slurm/slurm.conf is linked to it when that file does not exist.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 DIR="${DADF_SLURM_DIR:-/tmp/dadf-slurm}"
 CPUS="${DADF_SLURM_CPUS:-16}"
+GPUS="${DADF_SLURM_GPUS:-8}"
+MAX_ARRAY_SIZE="${DADF_SLURM_MAX_ARRAY_SIZE:-1001}"
 say() { echo "slurm/up.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
@@ -27,15 +32,53 @@ mkdir -p "$DIR"/{state,spool,log}
 HOST="$(hostname -s)"
 MEM_MB="$(awk '/MemTotal/ {print int($2/1024*0.9)}' /proc/meminfo)"
 CONF="$DIR/slurm.conf"
+NODE_GRES=""
+GRES_LINE=""
+if [ "$GPUS" -gt 0 ]; then
+    # Fake GPUs: slurmd wants a character device per GPU; these are /dev/null's (1, 3).
+    for i in $(seq 0 $((GPUS - 1))); do
+        [ -c "$DIR/gpu$i" ] || mknod "$DIR/gpu$i" c 1 3 \
+            || die "cannot create the fake GPU device $DIR/gpu$i (mknod); run with DADF_SLURM_GPUS=0 for a node without GPUs"
+    done
+    NODE_GRES="Gres=gpu:$GPUS"
+    GRES_LINE="NodeName=$HOST Name=gpu File=$DIR/gpu[0-$((GPUS - 1))]"
+fi
 sed -e "s|@HOST@|$HOST|g" -e "s|@DIR@|$DIR|g" -e "s|@CPUS@|$CPUS|g" -e "s|@MEM_MB@|$MEM_MB|g" \
     -e "s|@CTLD_PORT@|${DADF_SLURM_CTLD_PORT:-6817}|g" -e "s|@SLURMD_PORT@|${DADF_SLURM_SLURMD_PORT:-6818}|g" \
-    "$HERE/slurm.conf.in" > "$CONF"
+    -e "s|@MAX_ARRAY_SIZE@|$MAX_ARRAY_SIZE|g" -e "s|@NODE_GRES@|$NODE_GRES|g" \
+    "$HERE/slurm.conf.in" > "$CONF.new"
+echo "$GRES_LINE" > "$DIR/gres.conf.new"
 export SLURM_CONF="$CONF"
 if [ ! -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; then
     mkdir -p /etc/slurm && ln -sfn "$CONF" /etc/slurm/slurm.conf
 fi
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+stop() {  # pid file: the daemon's jobs go on (slurmstepd), its state is saved
+    local pid; pid="$(cat "$1")"; kill "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    rm -f "$1"
+}
+without_array_size() { grep -v '^MaxArraySize=' "$1" 2>/dev/null; }
+
+# A running cluster picks up a new config by a restart: of slurmctld alone when only MaxArraySize changed.
+changed=0
+if ! cmp -s "$CONF.new" "$CONF" || ! cmp -s "$DIR/gres.conf.new" "$DIR/gres.conf"; then changed=1; fi
+only_array_size=0
+if [ "$changed" = 1 ] && cmp -s "$DIR/gres.conf.new" "$DIR/gres.conf" \
+   && cmp -s <(without_array_size "$CONF.new") <(without_array_size "$CONF"); then only_array_size=1; fi
+mv "$CONF.new" "$CONF"
+mv "$DIR/gres.conf.new" "$DIR/gres.conf"
+if [ "$changed" = 1 ] && alive "$DIR/slurmctld.pid" && alive "$DIR/slurmd.pid"; then
+    if [ "$only_array_size" = 1 ]; then
+        say "MaxArraySize=$MAX_ARRAY_SIZE: restarting slurmctld"
+        stop "$DIR/slurmctld.pid"
+    else
+        say "the configuration changed: restarting slurmctld and slurmd"
+        stop "$DIR/slurmd.pid"; stop "$DIR/slurmctld.pid"
+    fi
+fi
 
 # munge: the Debian package creates /etc/munge/munge.key; make one if it is missing.
 if [ ! -s /etc/munge/munge.key ]; then
@@ -74,5 +117,5 @@ case "$state" in
     idle*|mixed*|allocated*) ;;
     *) die "node $HOST is '$state' after 60 s (see $DIR/log/slurmctld.log and slurmd.log)" ;;
 esac
-say "cluster up: node $HOST ($CPUS CPUs), partition debug, state and logs in $DIR"
+say "cluster up: node $HOST ($CPUS CPUs, $GPUS GPUs), MaxArraySize=$MAX_ARRAY_SIZE, partition debug, state and logs in $DIR"
 echo "export SLURM_CONF=$CONF"

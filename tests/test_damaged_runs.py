@@ -23,7 +23,7 @@ from test_aggregate import make_cell, write_manifest
 from dadf.grid import aggregate as agg
 from dadf.grid import slurm, store
 from dadf.grid.cells import Cell
-from dadf.grid.launch import prepare
+from dadf.grid.launch import materialise, prepare
 
 DAMAGE = {"garbage": b"\x00\xff\xfe\x89PNG not json \xc3\x28", "truncated": None}  # None: cut the file in half
 
@@ -101,7 +101,9 @@ def test_prepare_reruns_cells_with_damaged_files_and_skips_the_intact_one(grid):
     damage(g / ids[2] / "cell.yaml", "garbage")
     todo, skipped = prepare(cells, force=False, retry_failed=True)
     assert [c.id for c in todo] == ids[:3] and [c.id for c in skipped] == [extra]
-    for cid in ids[:3]:  # ready to run again: a readable pending status and the frozen config back
+    for cell in todo:  # scheduled, each is ready to run again: a readable pending status and the frozen config back
+        materialise(cell)
+    for cid in ids[:3]:
         assert store.read_status(g / cid)["state"] == "pending"
         assert store.read_cell_config(g / cid).cell.id == cid
 

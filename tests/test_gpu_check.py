@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "jobs" / "gpu_check.py"
-KINDS = ("env", "step", "trainer", "resume", "packed")
+KINDS = ("env", "step", "trainer", "syncs", "resume", "packed")
 NUMBERS = {"step": ("samples_per_s", "s_per_step"), "trainer": ("samples_per_s", "s_per_step"),
            "resume": ("scores_max_abs_diff", "weights_max_abs_diff"), "packed": ("samples_per_s", "speedup")}
 
@@ -68,23 +68,28 @@ def test_plan_has_every_row_kind_and_the_full_factorial_of_step_rows():
         assert {s["kind"] for s in specs} == set(KINDS)
         assert len({s["id"] for s in specs}) == len(specs)
         steps = [s for s in specs if s["kind"] == "step"]
-        combos = {(s["method"], s["batch"], s["precision"], s["compile"], s["channels_last"]) for s in steps}
-        assert len(combos) == len(steps) == 2 * 2 * 3 * 2 * 2  # methods x batches x precisions x compile x layout
+        plain = [s for s in steps if not s["penalty"]]
+        combos = {(s["method"], s["batch"], s["precision"], s["compile"], s["channels_last"]) for s in plain}
+        assert len(combos) == len(plain) == 2 * 2 * 3 * 2 * 2  # methods x batches x precisions x compile x layout
+        # and one compiled row with a gradient penalty per method (the penalty runs eagerly in the compiled step)
+        assert sorted((s["method"], s["compile"]) for s in steps if s["penalty"]) == [("ama", True),
+                                                                                      ("simplex_ae", True)]
         # compiled rows come last: a budget that runs out takes them first
         assert [s["compile"] for s in steps] == sorted(s["compile"] for s in steps)
         assert specs[-1]["kind"] == "step" and specs[-1]["compile"]
+        assert [s["method"] for s in specs if s["kind"] == "syncs"] == ["ama", "simplex_ae", "aae"]
     full = [s for s in gpu_check.plan(False) if s["kind"] == "step"]
     assert {s["shape"] for s in full} == {"3x32x32"} and {s["batch"] for s in full} == {64, 256}
     assert not any(s.get("skip") for s in gpu_check.plan(False))
     smoke_compiled = [s for s in gpu_check.plan(True) if s["kind"] == "step" and s["compile"] and not s.get("skip")]
-    assert len(smoke_compiled) == 1
+    assert [s["penalty"] for s in smoke_compiled] == [True, False]
 
 
 def test_rows_are_selected_by_kind_or_glob_in_plan_order():
     gpu_check = _module()
     specs = gpu_check.plan(False)
     chosen = gpu_check.select(specs, ["step:*:compiled:*", "env"])
-    assert chosen[0]["id"] == "env" and len(chosen) == 1 + 24 and all(s["compile"] for s in chosen[1:])
+    assert chosen[0]["id"] == "env" and len(chosen) == 1 + 24 + 2 and all(s["compile"] for s in chosen[1:])
     assert [s["kind"] for s in gpu_check.select(specs, ["resume", "packed"])] == ["resume", "packed"]
     with pytest.raises(SystemExit, match="match no row"):
         gpu_check.select(specs, ["stpe"])
@@ -146,7 +151,12 @@ def test_smoke_run_gives_every_row_kind_with_numbers_or_a_reason(tmp_path):
     assert len(eager) == 24 and all(r["flops_per_step"] > 0 and r["losses_finite"] for r in eager)
     assert {(r["precision"], r["channels_last"]) for r in eager} == {(p, c) for p in ("fp32", "bf16", "fp16")
                                                                      for c in (False, True)}
-    assert [r["compile_backend"] for r in ok["step"] if r["compile"]] == ["aot_eager"]
+    compiled = [r for r in ok["step"] if r["compile"]]
+    assert [(r["compile_backend"], r["penalty"]) for r in compiled] == [("aot_eager", True), ("aot_eager", False)]
+    assert all(r["flops_per_step"] > 0 and r["losses_finite"] for r in compiled)
+    # host syncs are counted on CUDA only: on CPU the row runs the steps and says so
+    assert {r["method"] for r in ok["syncs"]} == {"ama", "simplex_ae", "aae"}
+    assert all(r["syncs_per_step"] is None and "CUDA" in r["note"] for r in ok["syncs"])
     assert {r["data_on_device"] for r in ok["trainer"]} == {True, False}
     assert {r["method"] for r in ok["trainer"]} == {"ae", "aae"}
     resume = ok["resume"][0]
@@ -158,6 +168,19 @@ def test_smoke_run_gives_every_row_kind_with_numbers_or_a_reason(tmp_path):
     assert packed["models"] == 10 and packed["losses_allclose"] and packed["sequential_samples_per_s"] > 0
     assert len(_table_lines(out)) == len(doc["rows"])
     print(f"smoke run: {time.time() - t0:.1f} s")
+
+
+@pytest.mark.slow
+def test_a_run_of_compiled_rows_only_still_counts_their_flops(tmp_path):
+    """FLOPs come from an eager step (the counter does not see inside compiled graphs): without the eager rows in
+    the run, the compiled row counts them on an eager copy of its step."""
+    out = tmp_path / "gc"
+    row = "step:ama:1x8x8:b16:fp32:compiled:contiguous:gp"
+    proc = _gpu_check("--smoke", "--rows", f"env,{row}", "--out", str(out), "--work", str(tmp_path / "work"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["id"]: r for r in _load(out)["rows"]}
+    assert rows[row]["status"] == "ok", rows[row]
+    assert rows[row]["penalty"] and rows[row]["flops_per_step"] > 0 and rows[row]["gflop_per_sample"] > 0
 
 
 @pytest.mark.slow

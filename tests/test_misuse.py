@@ -44,7 +44,8 @@ def _grid(tmp_path: Path) -> Path:
 
 
 def _cells(tmp_path: Path) -> list[Path]:
-    return sorted(p.parent for p in _grid(tmp_path).glob("*/cell.yaml"))
+    """The grid's cells, started or not (a cell's folder is written when a worker takes it)."""
+    return sorted(_grid(tmp_path) / cid for cid in store.cell_ids(_grid(tmp_path)))
 
 
 def _training(tmp_path: Path) -> list[Path]:
@@ -264,7 +265,7 @@ def test_a_full_disk_is_reported_on_the_cell_and_stops_the_launch_cleanly(dirs, 
         assert r.returncode == 1, out[-3000:]
         assert "Traceback" not in out, out[-3000:]
         assert "disk full" in r.stdout.splitlines()[-1] or "disk full" in out.splitlines()[-1], out[-2000:]
-        cells = sorted(p.parent for p in (runs / "quickstart").glob("*/cell.yaml"))
+        cells = [runs / "quickstart" / cid for cid in store.cell_ids(runs / "quickstart")]
         states = [store.read_status(c) for c in cells]
         assert [s["state"] for s in states].count(store.FAILED) == 1, states
         assert "disk full" in next(s for s in states if s["state"] == store.FAILED)["reason"]

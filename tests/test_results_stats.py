@@ -1,6 +1,7 @@
-"""Results you can trust: the tidy results DataFrame, the intervals over seeds, the method comparison (ranks,
-Friedman, Wilcoxon with Holm, Nemenyi CD) against hand-computed values and scipy, the paper-in-context wording, and
-which cells a table covers (a launch's own, or --all).
+"""Results you can trust: the tidy results DataFrame, the intervals over seeds, the method comparison over units
+(datasets or classes, each method's value its mean over seeds: ranks, Friedman, Wilcoxon with Holm, Nemenyi CD, the
+Bayesian signed-rank test) against hand-computed values, scipy and baycomp, the paper-in-context wording, and which
+cells a table covers (a launch's own, or --all).
 
 Regenerate the golden comparison after an intended change with:  DADF_UPDATE_GOLDEN=1 pytest tests/test_results_stats.py
 """
@@ -16,7 +17,7 @@ from conftest import run_job
 from test_aggregate import check_golden, make_cell, published_file, write_manifest
 
 from dadf.grid import aggregate as agg
-from dadf.grid import render, results, stats, store
+from dadf.grid import render, report, results, stats, store
 from dadf.grid import table as tbl
 
 # five seeds of simplex_tabular's arrhythmia F1 (issue 17)
@@ -106,6 +107,11 @@ def test_compare_ranks_friedman_and_wilcoxon_against_scipy():
     assert cmp.cd == pytest.approx(stats.critical_difference(3, 6))
 
 
+def test_rank_rows_is_scipys_rankdata():
+    x = np.array([[0.9, 0.8, 0.9, 0.1], [1.0, 1.0, 1.0, 1.0], [0.3, 0.2, 0.1, 0.4]])
+    assert stats.rank_rows(x) == pytest.approx(scipy.stats.rankdata(x, axis=1))
+
+
 def test_tied_or_zero_differences_use_the_normal_approximation():
     # scipy's "auto" would run a permutation test there (slow); exact only without ties and zeros
     assert stats.wilcoxon_method(np.array([0.5, -0.25, 1.0, 2.0, 3.0, 4.0])) == "exact"
@@ -120,36 +126,93 @@ def test_tied_or_zero_differences_use_the_normal_approximation():
 def test_too_few_units_show_only_ranks():
     cmp = stats.compare(WIDE.iloc[:3], "auroc")
     assert cmp.friedman is None and cmp.pairs == [] and cmp.cd is None
-    assert cmp.notes == ["not enough paired units for the tests (n = 3 < 6): only ranks are shown"]
+    assert cmp.notes == ["not enough units for the tests (n = 3 < 6): only ranks are shown"]
     assert cmp.avg_ranks == pytest.approx({"a": 4 / 3, "b": 2.0, "c": 8 / 3})
     two = stats.compare(WIDE[["a", "b"]], "auroc")  # two methods: Wilcoxon, no Friedman
     assert two.friedman is None and len(two.pairs) == 1 and "at least 3 methods" in two.notes[0]
 
 
-# three methods on two datasets and three seeds: 6 paired units, no ties
+# three methods on two datasets and three seeds: 2 units (the datasets), 6 cells per method
 COMPARED = {("ocsvm", "kdd99"): [0.91, 0.93, 0.92], ("iforest", "kdd99"): [0.88, 0.90, 0.94],
             ("knn", "kdd99"): [0.95, 0.96, 0.97], ("ocsvm", "thyroid"): [0.60, 0.55, 0.58],
             ("iforest", "thyroid"): [0.62, 0.50, 0.57], ("knn", "thyroid"): [0.70, 0.66, 0.69]}
 
 
-def _compared_grid(tmp_path, seeds=(0, 1, 2)):
-    g = tmp_path / "runs" / "t_cmp"
+def _grid(tmp_path, values: dict, name: str = "t_cmp", seeds=(0, 1, 2), metrics=("f1",)):
+    g = tmp_path / "runs" / name
     ids = [make_cell(g, m, ds, "tabular", s, axes={"dataset": ds},
                      value={"precision": v, "recall": v, "f1": v, "auroc": v})
-           for (m, ds), vals in COMPARED.items() for s, v in enumerate(vals) if s in seeds]
-    write_manifest(g, ids, metrics=["f1"])
+           for (m, ds), vals in values.items() for s, v in enumerate(vals) if s in seeds]
+    write_manifest(g, ids, metrics=list(metrics))
     return g
+
+
+def _compared_grid(tmp_path, seeds=(0, 1, 2)):
+    return _grid(tmp_path, COMPARED, seeds=seeds)
+
+
+def eight_datasets(methods=("ocsvm", "iforest", "knn"), offset: float = 0.0) -> dict:
+    """Three seeds of each method on eight datasets: knn mostly best, iforest and ocsvm close; no ties."""
+    rng = np.random.default_rng(7)
+    base = {"ocsvm": 0.80, "iforest": 0.79, "knn": 0.86, "simplex_ae": 0.70}
+    out = {}
+    for d in range(8):
+        ds_shift = 0.1 * rng.uniform(-1, 1)
+        for m in methods:
+            out[(m, f"set{d}")] = [round(base[m] + offset + ds_shift + 0.03 * rng.standard_normal(), 4)
+                                   for _ in range(3)]
+    return out
 
 
 def _comparison_section(report: str) -> str:
     return report[report.index("## Method comparison"):report.index("## Cells and provenance")]
 
 
-def test_report_method_comparison_golden(tmp_path):
+def test_two_datasets_with_three_seeds_are_two_units(tmp_path):
+    """Seeds of one dataset are not independent: 2 datasets × 3 seeds are 2 units, too few for the tests."""
     g = _compared_grid(tmp_path)
+    agg.aggregate(g)
+    cmp = report.method_comparison(tbl.load_records(g), "f1")
+    assert cmp.n_units == 2 and cmp.unit == "dataset" and cmp.units == ["kdd99", "thyroid"]
+    assert cmp.friedman is None and cmp.pairs == []
+    # ranked on the per-dataset means (kdd99: 0.920, 0.907, 0.960; thyroid: 0.577, 0.563, 0.683)
+    assert cmp.avg_ranks == pytest.approx({"ocsvm": 2.0, "iforest": 3.0, "knn": 1.0})
+    section = _comparison_section((g / "report.md").read_text())
+    assert "Units: the 2 datasets where every method has a finished value (kdd99, thyroid)" in section
+    assert "not enough units for the tests (n = 2 < 6): only ranks are shown" in section
+    assert "Friedman" not in section and "Wilcoxon" not in section
+
+
+def test_eight_datasets_are_eight_units_and_agree_with_scipy_on_the_means(tmp_path):
+    values = eight_datasets()
+    g = _grid(tmp_path, values)
+    cmp = report.method_comparison(tbl.load_records(g), "f1")
+    assert cmp.n_units == 8 and cmp.units == [f"set{d}" for d in range(8)]
+    methods = ["ocsvm", "iforest", "knn"]
+    assert cmp.methods == methods
+    x = np.array([[np.mean(values[(m, f"set{d}")]) for m in methods] for d in range(8)])
+    ranks = scipy.stats.rankdata(-x, axis=1).mean(axis=0)
+    assert [cmp.avg_ranks[m] for m in methods] == pytest.approx(ranks)
+    assert cmp.friedman == pytest.approx(tuple(scipy.stats.friedmanchisquare(*x.T)))
+    pairs = {(pr.a, pr.b): pr for pr in cmp.pairs}
+    for i, j in [(0, 1), (0, 2), (1, 2)]:
+        ref = scipy.stats.wilcoxon(x[:, i], x[:, j])
+        pr = pairs[methods[i], methods[j]]
+        assert (pr.statistic, pr.p) == pytest.approx((ref.statistic, ref.pvalue))
+        assert pr.wins + pr.losses == 8
+    assert cmp.cd == pytest.approx(stats.critical_difference(3, 8))
+    # the frame's units agree with the report's
+    wide = results.paired(results.frame(tbl.load_records(g)), "f1")
+    assert wide.index.tolist() == cmp.units and wide.to_numpy() == pytest.approx(x)
+
+
+def test_report_method_comparison_golden(tmp_path):
+    g = _grid(tmp_path, eight_datasets())
     agg.aggregate(g, plots=True)
     section = _comparison_section((g / "report.md").read_text())
-    assert "| knn | 1.00 |" in section and "Friedman test: χ² = " in section
+    assert "Units: the 8 datasets where every method has a finished value (set0, set1," in section
+    assert "| knn | 1." in section and "Friedman test: χ² = " in section and "P(equivalent)" in section
+    assert "### Seeds within each unit" in section
     assert "![critical difference](plots/cd_f1.png)" in section
     assert (g / "plots" / "cd_f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     check_golden("comparison.md", section)
@@ -159,8 +222,29 @@ def test_report_says_when_there_are_not_enough_units(tmp_path):
     g = _compared_grid(tmp_path, seeds=(0,))
     agg.aggregate(g)
     section = _comparison_section((g / "report.md").read_text())
-    assert "not enough paired units for the tests (n = 2 < 6): only ranks are shown" in section
+    assert "not enough units for the tests (n = 2 < 6): only ranks are shown" in section
     assert "| knn | 1.00 |" in section and "Friedman" not in section and "Wilcoxon" not in section
+
+
+def test_classes_of_a_one_class_protocol_are_the_units(tmp_path):
+    g = tmp_path / "runs" / "t_cls"
+    ids = [make_cell(g, m, "mnist", "ovr", s, value=v + 0.01 * s + 0.02 * c, target_class=c, num_classes=10)
+           for m, v in (("ae", 0.7), ("kde", 0.6)) for c in range(6) for s in range(2)]
+    write_manifest(g, ids)
+    cmp = report.method_comparison(tbl.load_records(g), "auroc")
+    assert cmp.n_units == 6 and cmp.unit == "class" and cmp.units == [f"mnist c{c}" for c in range(6)]
+    assert len(cmp.pairs) == 1 and cmp.pairs[0].wins == 6
+    assert [(a.unit, a.seeds, a.first, a.first_held, a.order_held) for a in cmp.agreement][0] == (
+        "mnist c0", 2, "ae", 2, 2)
+
+
+def test_seeds_that_disagree_with_the_means_are_counted(tmp_path):
+    values = {("a", "d0"): [0.9, 0.5, 0.9], ("b", "d0"): [0.6, 0.7, 0.6]}  # a best by mean, b best in seed 1
+    g = _grid(tmp_path, values)
+    cmp = report.method_comparison(tbl.load_records(g), "f1")
+    assert [(a.first, a.first_held, a.order_held, a.seeds) for a in cmp.agreement] == [("a", 2, 2, 3)]
+    agg.aggregate(g)
+    assert "| d0 | 3 | a | 2/3 | 2/3 |" in (g / "report.md").read_text()
 
 
 # ------------------------------------------------------------------------------------------- papers in context

@@ -91,7 +91,7 @@ def test_local_workers_use_the_threads_that_fit(composer, dirs):
 def test_running_a_cell_imports_only_what_it_needs(composer, dirs):
     overrides = [*dirs, "trainer.steps=5", "trainer.batch_size=16", "grid.methods=[ae]", "grid.classes=[3]"]
     cells = _cells(composer, overrides)
-    todo, _ = prepare(cells, force=False, retry_failed=True)
+    todo, _ = prepare(cells, force=False, retry_failed=True, write=True)
     code = ("import sys; from dadf.grid.runner import run_cell; run_cell(sys.argv[1]); "
             "print(sorted(m for m in ('matplotlib', 'deepspeed', 'submitit') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(todo[0].dir)], capture_output=True, text=True,

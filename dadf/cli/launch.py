@@ -7,6 +7,7 @@ and save the results table.
     python jobs/launch_grid.py grid=tabular dataset=arrhythmia   # any axis key narrows its axis
     python jobs/launch_grid.py grid=quickstart force=true        # rerun finished cells too
     python jobs/launch_grid.py grid=cifar_loo launcher=slurm     # submit job arrays to SLURM and return
+    python jobs/launch_grid.py grid=cifar_loo launcher=slurm plan=true   # what it would run and cost; touches nothing
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def main() -> None:
     from dadf.grid.forkserver import warm_up_from_argv
 
     warm_up_from_argv(sys.argv[1:])
+    # plan=true is the short form of plan.show=true (plan is a group of settings: plan.calibrate=true)
+    sys.argv = [f"plan.show={a.split('=', 1)[1]}" if a.split("=", 1)[0].lstrip("+") == "plan" else a
+                for a in sys.argv]
     # A bad key fails here, with the valid keys listed. An override that only some methods of the grid take
     # (method.nu: ocsvm's) is held back from Hydra's composition of the launch's own config, which has one method
     # and would refuse it, and goes to expand with the others, which judges it cell by cell.
@@ -72,10 +76,11 @@ def launch_grid(cfg: DictConfig, held: Sequence[str] = ()) -> None:
             raise SystemExit(f"error: dataset {dcfg.name!r}: {e}") from None
 
     t0 = time.time()
+    planning = bool(cfg.plan.show)  # plan=true writes nothing: no shards are built, no folder is made
     try:
         # Expanding needs each dataset's number of classes: from its shards, so they are built first, unless its
         # source declares its classes (then the shards are built below, once every value is checked).
-        for dcfg in _trained_datasets(cfg, narrow(cfg.grid, user), compose):
+        for dcfg in ([] if planning else _trained_datasets(cfg, narrow(cfg.grid, user), compose)):
             if declared_classes(dcfg) is None:
                 build(dcfg)
             elif cfg.trainer.get("data") == "auto":  # auto decides from the shards' index: build them when the data
@@ -93,6 +98,9 @@ def launch_grid(cfg: DictConfig, held: Sequence[str] = ()) -> None:
     if problems:
         print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
+    _print_plan(cells, cfg, calibrate=planning and bool(cfg.plan.calibrate))
+    if planning:
+        return
     grid_dir = Path(cfg.runs_dir) / cfg.grid.name
     metrics = cfg.grid.metric if OmegaConf.is_list(cfg.grid.metric) else [cfg.grid.metric]
     store.write_json(grid_dir / "grid.json", {"grid": cfg.grid.name, "cells": [c.id for c in cells],
@@ -100,11 +108,11 @@ def launch_grid(cfg: DictConfig, held: Sequence[str] = ()) -> None:
     # Shards are built once here, not by several cells racing to build them.
     datasets = {}
     for c in cells:
-        datasets[c.cfg.dataset.name] = c.cfg.dataset
-        if c.cfg.protocol.get("secondary"):
-            datasets[c.cfg.protocol.secondary.name] = c.cfg.protocol.secondary
+        datasets.setdefault(c.data["dataset"]["name"], c.data["dataset"])
+        if c.data["protocol"].get("secondary"):
+            datasets.setdefault(c.data["protocol"]["secondary"]["name"], c.data["protocol"]["secondary"])
     for dcfg in datasets.values():
-        build(dcfg)
+        build(OmegaConf.create(dcfg))
     try:
         summary = launch(cells, cfg.launcher, force=bool(cfg.force), retry_failed=bool(cfg.retry_failed))
     except GridBusy as e:
@@ -136,6 +144,22 @@ def launch_grid(cfg: DictConfig, held: Sequence[str] = ()) -> None:
         raise SystemExit(1)
 
 
+def _print_plan(cells, cfg: DictConfig, calibrate: bool) -> None:
+    """The cells, their groups (job arrays, workers) and estimated cost, as the first lines of a launch."""
+    from dadf.grid.plan import make_plan, render
+
+    queued = None
+    if cfg.launcher.name == "slurm":
+        from dadf.grid import slurm
+
+        try:
+            states = slurm.queue_states(float(cfg.launcher.get("squeue_timeout_s") or 60))
+            queued = {c.id for c in cells if c.dir.is_dir() and slurm.active_job(c.dir, states)}
+        except slurm.SlurmError as e:
+            print(f"plan: the queue was not read ({e}); cells queued there count as to run")
+    print(render(make_plan(cells, cfg.launcher, cfg.runs_dir, calibrate_missing=calibrate, queued=queued)))
+
+
 def _trained_datasets(cfg: DictConfig, narrowed, compose) -> list[DictConfig]:
     """The datasets a grid trains on: each value of its (narrowed) `dataset` axis with the user's overrides, else
     its dataset. A value that does not compose is left to expand, which reports it with the grid's other problems."""
@@ -156,7 +180,15 @@ def _trained_datasets(cfg: DictConfig, narrowed, compose) -> list[DictConfig]:
 def _slurm_processes(lcfg: DictConfig):
     from dadf.grid.slurm import resources_for
 
-    return lambda cell: resources_for(cell.cfg, lcfg).ntasks
+    known: dict[tuple[str, str], int] = {}  # resources depend on the method and dataset only
+
+    def processes(cell) -> int:
+        key = (cell.data["method"]["name"], cell.data["dataset"]["name"])
+        if key not in known:
+            known[key] = resources_for(cell.data, lcfg).ntasks
+        return known[key]
+
+    return processes
 
 
 def _print_unfinished(summary) -> None:

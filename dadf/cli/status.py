@@ -39,21 +39,30 @@ def main(argv: list[str] | None = None) -> int:
     if not grid_dir.is_dir():
         print(f"error: {grid_dir} does not exist: run python jobs/launch_grid.py grid=<name> first", file=sys.stderr)
         return 2
-    cells = [grid_dir / c for c in store.cell_ids(grid_dir)]
-    if not cells:
+    from dadf.grid.aggregate import _no_cyclic_gc, aggregate
+    from dadf.grid.table import load_records
+
+    with _no_cyclic_gc():
+        records = load_records(grid_dir)  # every cell's files read once, for the counts and for the table
+    if not records:
         print(f"error: {grid_dir} holds no cells (no grid.json, no */cell.yaml)", file=sys.stderr)
         return 2
-    states = None
-    if not args.no_queue and shutil.which("squeue") and any((c / slurm.RECORD).exists() for c in cells):
+    # On disk: a cell without a folder has not been scheduled yet (pending)
+    views = {r.id: {"state": store.PENDING if r.state == "missing" else r.state, "reason": r.reason, "job_id": None,
+                    "log": None} for r in records}
+    submitted = [r for r in records if r.dir is not None and (r.dir / slurm.RECORD).exists()]
+    if not args.no_queue and submitted and shutil.which("squeue"):
         try:
             states = slurm.queue_states(timeout=30)
         except slurm.SlurmError as e:
+            states = None
             log.warning("queue not read: %s; states are those on disk", e)
-    views = {c.name: slurm.cell_view(c, states) for c in cells}
+        for r in submitted:  # reconciled with the queue: queued, requeued by SLURM, lost
+            views[r.id] = slurm.cell_view(r.dir, states)
     counts = Counter(v["state"] for v in views.values())
     line = "  ".join(f"{s} {counts.get(s, 0)}" for s in ORDER if counts.get(s) or s in ("pending", "running", "done",
                                                                                          "failed", "requeued"))
-    print(f"{grid_dir}: {len(cells)} cells   {line}")
+    print(f"{grid_dir}: {len(records)} cells   {line}")
     for name, v in views.items():
         if v["state"] in ("failed", "lost", "unreadable"):
             reason = (v["reason"] or "no reason recorded").removeprefix(f"{v['state']}: ")
@@ -64,10 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         elif v["state"] == "requeued":
             print(f"  requeued {name}: {v['reason']}")
     if not args.no_table:
-        from dadf.grid.aggregate import aggregate
-
         try:
-            _, md = aggregate(grid_dir, write=False)
+            _, md = aggregate(grid_dir, write=False, records=records)
             print()
             print(md)
         except FileNotFoundError as e:

@@ -509,7 +509,10 @@ class ShardStream:
         batches = self.epoch_plan(epoch)[1]
         self.epoch, self.position = (epoch + 1, 0) if drawn == batches else (epoch, drawn)
         x = self.rows.norm(raw.view(self.rows.table.dtype).reshape(len(raw), *self.rows.table.shape))
-        return {"x": x.to(device, non_blocking=True), "label": self.labels[torch.from_numpy(pos)].to(device)}
+        label = self.labels[torch.from_numpy(pos)]
+        if torch.device(device).type == "cuda":  # pinned: the copies to the GPU run asynchronously
+            x, label = x.pin_memory(), label.pin_memory()
+        return {"x": x.to(device, non_blocking=True), "label": label.to(device, non_blocking=True)}
 
     def __getstate__(self) -> dict:  # what a reader worker receives: the plan's inputs, not the running reader
         return {**self.__dict__, "_it": None, "labels": None}

@@ -5,8 +5,10 @@ so every cell is exactly what ``python jobs/launch_grid.py <overrides>`` would h
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
+import pickle
 import re
 import typing
 from collections.abc import Callable
@@ -22,11 +24,32 @@ from dadf.provenance import config_hash
 Compose = Callable[[list[str]], DictConfig]
 
 
-@dataclasses.dataclass(frozen=True)
 class Cell:
-    id: str
-    cfg: DictConfig
-    dir: Path
+    """One cell of a grid: its id, its folder and its frozen config. Expansion makes it from plain data (thousands of
+    OmegaConf configs cost seconds); ``cfg`` wraps that data as the config a cell runs with on first use."""
+
+    __slots__ = ("id", "dir", "group", "_data", "_cfg")
+
+    def __init__(self, id: str, cfg: DictConfig | dict, dir: Path, group: int | None = None):  # noqa: A002
+        # group: cells of one composition (one method and axis values) share it; they differ in seed and class only
+        self.id, self.dir, self.group = id, Path(dir), group
+        self._data, self._cfg = (None, cfg) if isinstance(cfg, DictConfig) else (cfg, None)
+
+    @property
+    def data(self) -> dict:
+        """The frozen config as plain data (what cell.yaml holds)."""
+        if self._data is None:
+            self._data = OmegaConf.to_container(self._cfg, resolve=True)
+        return self._data
+
+    @property
+    def cfg(self) -> DictConfig:
+        if self._cfg is None:
+            self._cfg = OmegaConf.create(self._data)
+        return self._cfg
+
+    def __repr__(self) -> str:
+        return f"Cell({self.id!r})"
 
 
 def key_of(override: str) -> str:
@@ -44,13 +67,14 @@ def strip_key(overrides: list[str], key: str) -> tuple[list[str], list[str]]:
     return kept, values
 
 
-def identity(cfg: DictConfig) -> dict:
+def identity(cfg: DictConfig | dict, shared: dict | None = None) -> dict:
     """The part of a cell config that determines its result: the schemas (dadf/config.py) say which fields only
-    say where things are or how they are watched."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+    say where things are or how they are watched. ``shared``: the method's, dataset's and trainer's part, when
+    the caller knows them already (every cell of one composition has the same)."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     ident = {"seed": data["seed"]}
     for group in ("method", "dataset", "protocol", "trainer"):
-        ident[group] = config.hashed(group, data[group])
+        ident[group] = shared[group] if shared and group in shared else config.hashed(group, data[group])
     sec = ident["protocol"].get("secondary")
     if isinstance(sec, dict):
         ident["protocol"]["secondary"] = config.hashed("dataset", sec)
@@ -68,15 +92,19 @@ def _label(method: DictConfig) -> str:
     return label(method)
 
 
-def make_cell_id(cfg: DictConfig, axes: dict) -> str:
-    parts = [_label(cfg.method), cfg.dataset.name, cfg.protocol.name]
-    if cfg.protocol.get("secondary") is not None:
-        parts.append(cfg.protocol.secondary.name)
-    if cfg.protocol.get("target_class") is not None:
-        parts.append(f"c{cfg.protocol.target_class}")
+def make_cell_id(cfg: DictConfig | dict, axes: dict, label: str | None = None, digest: str | None = None) -> str:
+    """``<method>-<dataset>-<protocol>[-<ood set>][-c<class>][-<axis values>]-s<seed>-<hash of the identity>``
+    (``digest``: that hash, when the caller has it)."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    protocol = data["protocol"]
+    parts = [label or _label(data["method"]), data["dataset"]["name"], protocol["name"]]
+    if protocol.get("secondary") is not None:
+        parts.append(protocol["secondary"]["name"])
+    if protocol.get("target_class") is not None:
+        parts.append(f"c{protocol['target_class']}")
     parts += [f"{_slug(k.split('.')[-1])}{_slug(v)}" for k, v in axes.items() if k != "dataset"]
-    parts.append(f"s{cfg.seed}")
-    return "-".join(parts) + "-" + config_hash(identity(cfg), 6)
+    parts.append(f"s{data['seed']}")
+    return "-".join(parts) + "-" + (digest or config_hash(identity(data)))[:6]
 
 
 def _absolute(path) -> str | None:
@@ -89,31 +117,46 @@ def _trainable(method: str) -> bool:
     return get_method(method).trainable
 
 
-def freeze(cfg: DictConfig, compose: Compose, grid_name: str, axes: dict) -> DictConfig:
-    """The cell's own config: groups resolved, paths absolute, the OOD set's dataset config embedded."""
+def _template(cfg: DictConfig, compose: Compose) -> dict:
+    """What the cells of one composition (one method and axis values) share, as plain data: groups resolved, paths
+    absolute, the OOD set's dataset config embedded, the memory/stream decision taken. Cells differ from it in their
+    seed and target class only (``freeze``)."""
     full = OmegaConf.to_container(cfg, resolve=True)
-    cell = OmegaConf.create({k: full[k] for k in ("seed", "method", "dataset", "protocol", "trainer")})
-    cell.dataset.root = _absolute(cell.dataset.root if cell.dataset.root is not None else "data")
-    sec = cell.protocol.get("secondary")
+    cell = {k: full[k] for k in ("seed", "method", "dataset", "protocol", "trainer")}
+    cell["dataset"]["root"] = _absolute(cell["dataset"]["root"] if cell["dataset"]["root"] is not None else "data")
+    sec = cell["protocol"].get("secondary")
     if isinstance(sec, str):
         sec_cfg = compose([f"dataset={sec}"]).dataset
-        with open_dict(cell):
-            cell.protocol.secondary = OmegaConf.to_container(sec_cfg, resolve=True)
-        if cell.protocol.secondary.root is None:
-            cell.protocol.secondary.root = cell.dataset.root
-        cell.protocol.secondary.root = _absolute(cell.protocol.secondary.root)
-        with open_dict(cell):
-            cell.protocol.secondary.num_classes = class_count(cell.protocol.secondary, cfg.shards_dir)
-    with open_dict(cell):  # decided here, once: memory or stream, part of the id (a resume never re-decides)
-        cell.trainer.data = resolve_data_mode(cell, cfg.shards_dir, _trainable(cell.method.name))
-        cell.paths = {"runs_dir": _absolute(cfg.runs_dir), "shards_dir": _absolute(cfg.shards_dir)}
-        cell.cell = {"grid": grid_name, "id": make_cell_id(cell, axes), "method": _label(cell.method),
-                     "dataset": cell.dataset.name, "protocol": cell.protocol.name,
-                     "target_class": cell.protocol.get("target_class"), "seed": int(cell.seed),
-                     "secondary": cell.protocol.secondary.name if cell.protocol.get("secondary") else None,
-                     "axes": {k: v for k, v in axes.items()},
-                     # the full hash of what determines the result, frozen with the cell (the id keeps 6 digits)
-                     "config_hash": config_hash(identity(cell))}
+        secondary = OmegaConf.to_container(sec_cfg, resolve=True)
+        secondary["root"] = _absolute(secondary["root"] if secondary["root"] is not None else cell["dataset"]["root"])
+        secondary["num_classes"] = class_count(OmegaConf.create(secondary), cfg.shards_dir)
+        cell["protocol"]["secondary"] = secondary
+    # decided here, once: memory or stream, part of the id (a resume never re-decides)
+    cell["trainer"]["data"] = resolve_data_mode(OmegaConf.create(cell), cfg.shards_dir,
+                                                _trainable(cell["method"]["name"]))
+    cell["paths"] = {"runs_dir": _absolute(cfg.runs_dir), "shards_dir": _absolute(cfg.shards_dir)}
+    return cell
+
+
+def freeze(template: dict, grid_name: str, axes: dict, seed: int, target_class: int | None, label: str,
+           shared: dict | None = None) -> dict:
+    """One cell's own config (plain data, as cell.yaml holds it): the template with its seed and class.
+    ``shared``: ``identity``'s parts that the template's cells share (filled on first use)."""
+    cell = pickle.loads(pickle.dumps(template, pickle.HIGHEST_PROTOCOL))  # a deep copy of plain data, fast
+    cell["seed"] = seed
+    if target_class is not None:
+        cell["protocol"]["target_class"] = target_class
+    protocol = cell["protocol"]
+    if shared is not None and not shared:
+        shared.update({g: config.hashed(g, template[g]) for g in ("method", "dataset", "trainer")})
+    digest = config_hash(identity(cell, shared), 64)
+    cell["cell"] = {"grid": grid_name, "id": make_cell_id(cell, axes, label, digest), "method": label,
+                    "dataset": cell["dataset"]["name"], "protocol": protocol["name"],
+                    "target_class": protocol.get("target_class"), "seed": int(seed),
+                    "secondary": protocol["secondary"]["name"] if protocol.get("secondary") else None,
+                    "axes": dict(axes),
+                    # the full hash of what determines the result, frozen with the cell (the id keeps 6 digits)
+                    "config_hash": digest[:8]}
     return cell
 
 
@@ -335,7 +378,7 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
         raise ValueError(f"grid {g.name!r}: axis_overrides {unknown} name no axis value; the axes are {axes}")
     runs_root = Path(base.runs_dir) / g.name
 
-    cells = []
+    cells, group = [], 0
     refused: dict[tuple[str, str, str], list[str]] = {}  # (origin, override, key) -> methods it does not apply to
     failed: dict[str, list[str]] = {}  # other composition errors -> methods
     for method in methods:
@@ -361,17 +404,14 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
             with open_dict(cfg.dataset):  # from the data (or what its source declares), frozen with the cell
                 cfg.dataset.num_classes = class_count(cfg.dataset, cfg.shards_dir)
             classes = user_classes or _class_list(g.classes, cfg.dataset.num_classes, cfg.protocol)
+            template, label, group, shared = _template(cfg, compose), _label(cfg.method), group + 1, {}
             for cls, seed in itertools.product(classes, seeds):
-                with open_dict(cfg):
-                    cfg.seed = seed
-                    if cls is not None:
-                        cfg.protocol.target_class = cls
-                frozen = freeze(cfg, compose, g.name, axis_values)
-                cells.append(Cell(frozen.cell.id, frozen, runs_root / frozen.cell.id))
+                frozen = freeze(template, g.name, axis_values, int(seed), cls, label, shared)
+                cells.append(Cell(frozen["cell"]["id"], frozen, runs_root / frozen["cell"]["id"], group))
     if refused or failed:
         raise GridError(_composition_problems(g, methods, method_overrides, refused, failed))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+        dup = sorted({i for i, n in collections.Counter(ids).items() if n > 1})
         raise ValueError(f"grid {g.name!r} expands to the same cell twice: {dup}; check its axes for repeated values")
     return cells

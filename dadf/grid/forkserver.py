@@ -10,7 +10,9 @@ import signal
 from collections.abc import Sequence
 
 # What every worker imports: loaded once in the forkserver, which forks the workers with it already in memory.
-WORKER_PRELOAD = ["dadf.grid.runner", "dadf.methods", "dadf.data.pipeline", "sklearn.metrics"]
+# dadf.grid.parent_watch first: the forkserver ends with the launcher also while it imports the rest.
+WORKER_PRELOAD = ["dadf.grid.parent_watch", "dadf.grid.runner", "dadf.methods", "dadf.data.pipeline",
+                  "sklearn.metrics"]
 
 
 def worker_context(method: str):
@@ -33,15 +35,21 @@ def _ensure_running() -> None:
     their own handlers (PreemptionGuard) in sessions of their own."""
     from multiprocessing import forkserver
 
+    from dadf.grid.parent_watch import PARENT_ENV
+
+    os.environ[PARENT_ENV] = str(os.getpid())  # read by the forkserver's first import (parent_watch)
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored signal stays ignored across exec
-    except ValueError:  # not the main thread: start it as it is
-        forkserver.ensure_running()
-        return
-    try:
-        forkserver.ensure_running()
+        try:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored signal stays ignored across exec
+        except ValueError:  # not the main thread: start it as it is
+            forkserver.ensure_running()
+            return
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        os.environ.pop(PARENT_ENV, None)
 
 
 def warm_up(launcher: str, start_method: str | None) -> None:

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import logging
@@ -22,6 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from dadf import atomic
 from dadf.grid import forkserver, locks, store
 from dadf.grid.cells import Cell
 from dadf.train.preemption import Preempted, PreemptionGuard
@@ -51,28 +53,44 @@ class GridBusy(locks.Busy):
     """Another launch holds this grid."""
 
 
-def prepare(cells: list[Cell], force: bool, retry_failed: bool,
-            summary: LaunchSummary | None = None) -> tuple[list[Cell], list[Cell]]:
-    """Write each cell's frozen config; split into (to run, skipped). A cell that another process is running
-    right now is neither touched nor run (listed in ``summary.busy``)."""
+def prepare(cells: list[Cell], force: bool, retry_failed: bool, summary: LaunchSummary | None = None,
+            write: bool = False) -> tuple[list[Cell], list[Cell]]:
+    """Split into (to run, skipped). A cell that another process is running right now is neither touched nor run
+    (listed in ``summary.busy``); a forced cell's old results are cleared.
+
+    A cell's folder is written when the cell is scheduled (``materialise``), not here: a grid of 10,000 cells
+    starts training at once, and a folder is never half-made (the launcher writes it complete just before a worker
+    reads it). ``write=True`` (SLURM: its jobs read their folders) writes every cell to run in one pass with a
+    single sync at the end."""
     todo, skipped = [], []
     for cell in cells:
-        holder = locks.holder(cell.dir / store.CELL_LOCK)
-        if holder is not None:
-            if summary is not None:
-                summary.busy[cell.id] = f"being run by {holder}"
-            continue
-        state = store.read_status(cell.dir).get("state")
-        finished = store.is_done(cell.dir) or (state == store.FAILED and not retry_failed)
-        if finished and not force:
-            skipped.append(cell)
-            continue
-        if force:
-            _clear(cell.dir)
-        store.write_cell_config(cell.dir, cell.cfg)
-        store.write_status(cell.dir, store.PENDING)
+        if cell.dir.is_dir():  # a cell of a grid that was launched before: finished, busy or to rerun
+            holder = locks.holder(cell.dir / store.CELL_LOCK)
+            if holder is not None:
+                if summary is not None:
+                    summary.busy[cell.id] = f"being run by {holder}"
+                continue
+            status = store.read_status(cell.dir)
+            state = status.get("state")
+            finished = (state == store.DONE and (cell.dir / "metrics.json").exists()) or \
+                (state == store.FAILED and not retry_failed)
+            if finished and not force:
+                skipped.append(cell)
+                continue
+            if force:
+                _clear(cell.dir)
         todo.append(cell)
+    if write:
+        for cell in todo:
+            materialise(cell, sync=False)
+        atomic.sync_all()
     return todo, skipped
+
+
+def materialise(cell: Cell, sync: bool = True) -> None:
+    """Write the cell's folder as a run reads it: its frozen config, and status pending."""
+    store.write_cell_config(cell.dir, cell.data, sync=sync)
+    store.write_status(cell.dir, store.PENDING, sync=sync)
 
 
 def _clear(cell_dir: Path) -> None:
@@ -135,10 +153,12 @@ def _die_with_launcher(lifeline) -> None:
     threading.Thread(target=watch, name="dadf-launcher-watch", daemon=True).start()
 
 
-def _worker_main(conn, lifeline, threads: int, workers: int) -> None:
+def _worker_main(conn, lifeline, threads: int, workers: int, visible: str | None = None) -> None:
     # A session of its own: Ctrl-C at the terminal reaches the launcher only, which tells the workers with SIGTERM.
     with contextlib.suppress(OSError):
         os.setsid()
+    if visible is not None:  # the GPU given to this worker ("" = none); read when CUDA starts, after the fork
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
     with PreemptionGuard() as guard:  # SIGTERM while idle ends the worker; while busy, the cell saves and stops
         _die_with_launcher(lifeline)
         import torch
@@ -185,6 +205,55 @@ def fit_workers(workers: int | None, threads: int | None, cells: int, cores: int
     return n, threads
 
 
+def visible_gpus(spec=None) -> list[str]:
+    """The GPUs the local launcher may give cells: ``launcher.gpus`` when it lists them, else those
+    CUDA_VISIBLE_DEVICES names, else every GPU torch sees (none on a machine without CUDA)."""
+    if spec is not None:
+        return [str(g) for g in spec]
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        names = [g.strip() for g in env.split(",") if g.strip()]
+        return [] if names[:1] == ["-1"] else names
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+@dataclass(frozen=True)
+class Slots:
+    """What each local worker is given: ``gpus`` (one entry per GPU worker: its CUDA_VISIBLE_DEVICES) and the number
+    of CPU workers; torch cells run on GPU workers where there are any, the other cells on CPU workers."""
+
+    gpu: list[str]
+    cpu: int
+    threads: int
+
+    @property
+    def total(self) -> int:
+        return len(self.gpu) + self.cpu
+
+
+def plan_slots(cells: list[Cell], lcfg: DictConfig, cores: int | None = None) -> Slots:
+    """Workers for these cells: with GPUs, ``cells_per_gpu`` workers per GPU for the torch cells and CPU workers
+    (GPUs hidden) beside them for the shallow ones; without GPUs, CPU workers for all (``fit_workers``)."""
+    from dadf.methods.registry import accelerated
+
+    gpus = visible_gpus(lcfg.get("gpus"))
+    torch_cells = sum(accelerated(c.data["method"]["name"]) for c in cells) if gpus else 0
+    if not torch_cells:
+        n, threads = fit_workers(lcfg.get("workers"), lcfg.get("threads_per_worker"), len(cells), cores)
+        return Slots([], n, threads)
+    per_gpu = max(1, int(lcfg.get("cells_per_gpu") or 1))
+    gpu = [g for g in gpus for _ in range(per_gpu)][:torch_cells]
+    threads = max(1, int(lcfg.get("threads_per_worker") or 1))
+    shallow = len(cells) - torch_cells
+    cpu = 0
+    if shallow:
+        room = max(1, ((cores or _cores()) - len(gpu) * threads) // threads)
+        cpu = min(shallow, int(lcfg.get("workers") or room), room)
+    return Slots(gpu, cpu, threads)
+
+
 def warm_up(lcfg: DictConfig) -> None:
     """Start the local launcher's forkserver now (dadf/grid/forkserver.py), if it has not started yet."""
     forkserver.warm_up(str(lcfg.name), lcfg.get("start_method"))
@@ -195,8 +264,13 @@ class _Worker:
     proc: mp.process.BaseProcess
     conn: object
     lifeline: object  # our end of the pipe whose EOF tells the worker that the launcher is gone
+    visible: str | None  # its CUDA_VISIBLE_DEVICES: a GPU, "" (a CPU worker beside GPU ones), None (no GPUs)
     cell: Cell | None = None
     t0: float = 0.0
+
+    @property
+    def on_gpu(self) -> bool:
+        return bool(self.visible)
 
 
 class _Local:
@@ -205,40 +279,59 @@ class _Local:
     cells do not start; a second Ctrl-C kills the workers at once (their cells resume from their newest checkpoint)."""
 
     def __init__(self, todo: list[Cell], lcfg: DictConfig, summary: LaunchSummary, bar, stop: PreemptionGuard):
-        self.pending = list(todo)
+        from dadf.methods.registry import accelerated
+
         self.summary, self.bar, self.stop = summary, bar, stop
-        self.n, self.threads = fit_workers(lcfg.get("workers"), lcfg.get("threads_per_worker"), len(todo))
+        self.slots = plan_slots(todo, lcfg)
+        self.n, self.threads = self.slots.total, self.slots.threads
+        # with GPUs, two queues: torch cells for the GPU workers, the others for the CPU workers
+        on_gpu = [bool(self.slots.gpu) and accelerated(c.data["method"]["name"]) for c in todo]
+        self.queues = {True: collections.deque(c for c, g in zip(todo, on_gpu) if g),
+                       False: collections.deque(c for c, g in zip(todo, on_gpu) if not g)}
         self.ctx = forkserver.worker_context(str(lcfg.get("start_method") or "forkserver"))
         self.workers: list[_Worker] = []
         self.told = False
         self.deaths_without_cell = 0
+        if self.slots.gpu:
+            log.info("%d GPU worker(s) (CUDA_VISIBLE_DEVICES %s) for %d torch cell(s), %d CPU worker(s) for %d other "
+                     "cell(s)", len(self.slots.gpu), ",".join(self.slots.gpu), len(self.queues[True]),
+                     self.slots.cpu, len(self.queues[False]))
 
-    def _start(self) -> None:
+    @property
+    def pending(self) -> list[Cell]:
+        return [*self.queues[True], *self.queues[False]]
+
+    def _start(self, visible: str | None) -> None:
         ours, theirs = self.ctx.Pipe()
         life_r, life_w = self.ctx.Pipe(duplex=False)
-        proc = self.ctx.Process(target=_worker_main, args=(theirs, life_r, self.threads, self.n), name="dadf-worker")
+        proc = self.ctx.Process(target=_worker_main, args=(theirs, life_r, self.threads, self.n, visible),
+                                name="dadf-worker")
         proc.start()
         theirs.close()
         life_r.close()
-        self.workers.append(_Worker(proc, ours, life_w))
+        self.workers.append(_Worker(proc, ours, life_w, visible))
 
     def _stopping(self) -> bool:
         return self.stop.signum is not None or self.summary.disk_full is not None
 
     def run(self) -> None:
         try:
-            for _ in range(self.n):
-                self._start()
+            for gpu in self.slots.gpu:
+                self._start(gpu)
+            for _ in range(self.slots.cpu):
+                self._start("" if self.slots.gpu else None)
             while True:
                 if not self._stopping():
                     for w in self.workers:
-                        if w.cell is None and self.pending and w.proc.is_alive():
-                            w.cell, w.t0 = self.pending.pop(0), time.time()
+                        queue = self.queues[w.on_gpu]
+                        if w.cell is None and queue and w.proc.is_alive():
+                            w.cell, w.t0 = queue.popleft(), time.time()
+                            materialise(w.cell)
                             w.conn.send(str(w.cell.dir))
                 elif not self.told:
                     self._tell_workers()
                 busy = [w for w in self.workers if w.cell is not None]
-                if not busy and (self._stopping() or not self.pending):
+                if not busy and (self._stopping() or not any(self.queues.values())):
                     return
                 mpc.wait([w.conn for w in busy] + [w.proc.sentinel for w in self.workers], timeout=0.5)
                 self._collect()
@@ -278,15 +371,17 @@ class _Local:
                     self._worker_died(w)
                 elif not self._stopping():
                     self.deaths_without_cell += 1
-                if self.pending and not self._stopping():
+                if self.queues[w.on_gpu] and not self._stopping():
                     if self.deaths_without_cell >= 3:  # they die before taking a cell: do not loop forever
                         for cell in self.pending:
                             reason = "worker processes die before starting a cell (see the log above)"
+                            materialise(cell)
                             store.write_status(cell.dir, store.FAILED, reason=reason)
                             _report(self.bar, self.summary, cell, store.FAILED, reason, None, 0.0)
-                        self.pending = []
+                        for queue in self.queues.values():
+                            queue.clear()
                     else:
-                        self._start()
+                        self._start(w.visible)
 
     def _worker_died(self, w: _Worker) -> None:
         code = w.proc.exitcode
@@ -370,6 +465,7 @@ def run_debug(todo: list[Cell], lcfg: DictConfig, summary: LaunchSummary, stop: 
         for cell in todo:
             if stop.signum is not None or summary.disk_full:
                 break
+            materialise(cell)
             if lcfg.raise_errors:
                 from dadf.grid.runner import run_cell
 
@@ -424,7 +520,8 @@ def launch_slurm(cells: list[Cell], lcfg: DictConfig, force: bool = False, retry
     """Submit the cells that are neither finished nor queued/running as job arrays; return at once."""
     from dadf.grid import slurm
 
-    finished, queued, todo, submitted = slurm.run_slurm(cells, lcfg, force, retry_failed, prepare)
+    finished, queued, todo, submitted = slurm.run_slurm(
+        cells, lcfg, force, retry_failed, lambda cs, f, r: prepare(cs, f, r, write=True))
     summary = LaunchSummary(skipped=[c.id for c in finished], queued=[c.id for c in queued], submitted=submitted)
     print(f"{len(cells)} cells: {len(finished)} already finished, {len(queued)} already queued or running, "
           f"{len(todo)} submitted (slurm launcher)")

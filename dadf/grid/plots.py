@@ -198,33 +198,18 @@ def plot_by_p(series: dict[str, list[tuple[float, float, float | None]]], out: P
 
 
 def plot_critical_difference(cmp, out: Path, title: str = "") -> Path:
-    """Demšar's critical-difference diagram: methods on the average-rank axis (1 = best, on the left), the Nemenyi
-    CD as a bar above it, and a red line under each group of methods whose ranks differ by less than the CD."""
+    """Demšar's critical-difference diagram, drawn by scikit-posthocs: methods on the average-rank axis (1 = best),
+    Nemenyi's CD as a bar, and a bar under each group of methods that Nemenyi's post-hoc test (scikit-posthocs,
+    over the comparison's per-unit means) does not tell apart at α = 0.05."""
+    import pandas as pd
+    import scikit_posthocs as sp
+
     plt = _plt()
-    ranks = sorted(cmp.avg_ranks.items(), key=lambda kv: kv[1])
     k = len(cmp.methods)
-    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.3 * k))
-    ax.set_xlim(1, max(k, 2))
-    ax.set_ylim(-(k + 1), 2)
-    ax.axhline(0, color="k", lw=1)
-    for r in range(1, k + 1):
-        ax.plot([r, r], [0, 0.15], "k", lw=1)
-        ax.text(r, 0.3, str(r), ha="center", va="bottom", fontsize=8)
-    if cmp.cd is not None:
-        ax.plot([1, 1 + cmp.cd], [1.3, 1.3], "k", lw=2)
-        ax.text(1 + cmp.cd / 2, 1.45, f"CD = {cmp.cd:.2f}", ha="center", va="bottom", fontsize=8)
-    for i, (name, rank) in enumerate(ranks):
-        y = -(i + 1) * 0.8
-        ax.plot([rank, rank], [0, y], "k", lw=0.8)
-        ax.text(rank, y - 0.1, f"{name} ({rank:.2f})", ha="center", va="top", fontsize=8)
-    # cliques: maximal runs of methods (in rank order) within one CD of each other
-    if cmp.cd is not None:
-        level, last = 0, -1
-        for i in range(k):
-            j = max(j for j in range(i, k) if ranks[j][1] - ranks[i][1] < cmp.cd)
-            if j > i and j > last:  # not inside the previous clique
-                level, last = level + 1, j
-                ax.plot([ranks[i][1], ranks[j][1]], [-0.2 * level, -0.2 * level], "r", lw=3)
-    ax.set_axis_off()
-    ax.set_title(title or f"average rank over {cmp.n_units} units", fontsize=9)
+    # blocks = units, groups = methods; the test ranks within each unit (its p-values are symmetric in direction)
+    nemenyi = sp.posthoc_nemenyi_friedman(pd.DataFrame(cmp.values, columns=cmp.methods))
+    fig, ax = plt.subplots(figsize=(6, 1.6 + 0.3 * k))
+    sp.critical_difference_diagram(cmp.avg_ranks, nemenyi, cd=cmp.cd, ax=ax, label_fmt_left="{label} ({rank:.2f})",
+                                   label_fmt_right="({rank:.2f}) {label}")
+    ax.set_title(title or f"average rank over {cmp.n_units} units", fontsize=9, pad=36)  # above the CD bar
     return _save(fig, out)

@@ -34,13 +34,13 @@ def _interval_text(values: list[float] | None) -> str:
     return f" [{iv.low:.3f}, {iv.high:.3f}]"
 
 
-def _cell_text(table: Table, e: Entry, intervals: bool = False) -> str:
+def _cell_text(e: Entry, counts: list[int], intervals: bool = False) -> str:
+    """`counts`: the table's seed_counts; a cell names its n when they differ."""
     if e.complete:
         m, s = mean_std(e.values)
         text = f"{m:.3f} ± {s:.3f}" if len(e.values) > 1 else f"{m:.3f}"
         if intervals:
             text += _interval_text(e.values)
-        counts = seed_counts(table)
         return text + (f" (n={len(e.values)})" if len(counts) > 1 else "")
     if not e.states:
         return "missing"
@@ -120,12 +120,13 @@ def _delta_text(table: Table, pr: PaperRow | None, col: str, metric: str) -> str
 
 def _body(table: Table, intervals: bool = False) -> list[list[str]]:
     out = []
+    counts = seed_counts(table)
     for r in table.rows:
         line = []
         for c in _columns_out(table):
             for m in table.metrics:
                 line.append(_avg_text(table, r, m, intervals) if c == "avg"
-                            else _cell_text(table, table.entry(r, c, m), intervals))
+                            else _cell_text(table.entry(r, c, m), counts, intervals))
         out.append([r, *line])
         for group in _paper_groups(table, r):
             paper, d = _paper_line(table, group)
@@ -149,9 +150,10 @@ def caption(table: Table) -> str:
     return f"{metric}; {seeds}{avg}."
 
 
-def footnotes(table: Table) -> list[str]:
+def footnotes(table: Table, body: list[list[str]] | None = None) -> list[str]:
+    """The notes under a table; `body`: its rendered lines when the caller has them."""
     notes = []
-    body = _body(table)
+    body = _body(table) if body is None else body
     if any("*" in x for line in body for x in line[1:]):
         notes.append("\\* incomplete: an average or seed mean over fewer cells than the grid has "
                      "(missing, running or failed cells).")
@@ -177,8 +179,9 @@ def to_markdown(table: Table, intervals: bool = False) -> str:
     lines = [f"### {table.title}", ""] if table.title else []
     lines += [caption(table), ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    lines += ["| " + " | ".join(line) + " |" for line in _body(table, intervals)]
-    notes = footnotes(table)
+    body = _body(table, intervals)
+    lines += ["| " + " | ".join(line) + " |" for line in body]
+    notes = footnotes(table, body)
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

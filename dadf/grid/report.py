@@ -1,10 +1,13 @@
-"""report.md per grid: the tables with the 95% intervals of their means (and links to their Markdown/CSV/LaTeX), the
-method comparison (average ranks, Friedman, pairwise Wilcoxon with Holm; stats.py), the plots, the state of every
+"""report.md per grid or study: the tables with the 95% intervals of their means (and links to their
+Markdown/CSV/LaTeX), the method comparison over units (average ranks, Friedman, pairwise Wilcoxon with Holm, the
+Bayesian signed-rank test with a rope; stats.py), how the seeds of each unit agree, the plots, the state of every
 cell and the provenance of every result (code version and commit, config hash, split counts, seed, hardware, wall
 time, model-selection rule)."""
 from __future__ import annotations
 
+import os
 import time
+from functools import lru_cache
 from pathlib import Path
 
 from dadf.grid import results, stats, store
@@ -16,22 +19,44 @@ def _fmt(x, spec=".3f") -> str:
     return "–" if x is None else format(x, spec) if isinstance(x, (int, float)) else str(x)
 
 
-def provenance_row(rec: CellRecord, metrics: list[str]) -> list[str]:
-    """One line of the provenance table: what produced this cell's numbers."""
+def selection_text(res: dict) -> str:
+    """`rule@step` of the state a trained method kept; `–` for a method fit once (shallow): nothing was selected."""
+    sel = res.get("selection") or {}
+    return f"{sel.get('rule', '?')}@{sel['step']}" if sel.get("step") is not None else "–"
+
+
+@lru_cache(maxsize=64)
+def _prefix(grid_dir: str, out: str) -> str:
+    """The link from report.md in `out` to the cells of `grid_dir` ("" for its own grid; a study's report links
+    into its grids' folders). Strings: hashing Paths shows at 10,000 cells."""
+    grid_dir = os.path.realpath(grid_dir)
+    return "" if grid_dir == out else Path(os.path.relpath(grid_dir, out)).as_posix() + "/"
+
+
+def _rel(path: Path, out: Path) -> str:
+    return _prefix(os.path.dirname(path), str(out)) + os.path.basename(path)
+
+
+def provenance_row(rec: CellRecord, metrics: list[str], out: Path | str | None = None) -> list[str]:
+    """One line of the provenance table: what produced this cell's numbers. `out`: the report's folder (default:
+    the cell's grid folder)."""
     res = rec.result or {}
     split = res.get("split") or {}
     hw = res.get("hardware") or {}
     code = res.get("code") or {}
-    sel = res.get("selection") or {}
 
     def counts(part):
         s = split.get(part) or {}
         return f"{s.get('normal', '?')}/{s.get('anomalous', '?')}" if s else "–"
 
     state = rec.state + (f": {why(rec)}" if rec.state in EXPLAINED and rec.reason else "")
-    link = f"[{rec.id}]({rec.id}/cell.yaml)" if rec.dir is not None and (rec.dir / "cell.yaml").exists() else rec.id
+    if rec.state != "missing" and rec.dir is not None:  # a missing cell has no folder to link to
+        prefix = _prefix(os.path.dirname(rec.dir), str(out)) if out is not None else ""
+        link = f"[{rec.id}]({prefix}{rec.id}/cell.yaml)"
+    else:
+        link = rec.id
     vals = [_fmt((res.get("metrics") or {}).get(m)) for m in metrics]
-    sel_text = f"{sel.get('rule', '?')}@{sel.get('step', '?')}" if sel else "–"
+    sel_text = selection_text(res)
     precision = hw.get("precision_effective", hw.get("precision", "?"))
     hw_text = (f"{hw.get('device', '?')}×{hw.get('num_processes', '?')} {precision}"
                if hw else "–")
@@ -57,12 +82,16 @@ def _grid_provenance(records: list[CellRecord]) -> list[str]:
     lines = [f"- dadf version / git commit: {', '.join(distinct(lambda r: (r.get('code') or {}).get('dadf')))} / "
              f"{', '.join(distinct(lambda r: (r.get('code') or {}).get('git_commit')))}",
              f"- hardware: {', '.join(distinct(lambda r: _hw(r)))}",
-             f"- model selection: {', '.join(distinct(lambda r: (r.get('selection') or {}).get('rule')))}",
+             f"- model selection: {', '.join(distinct(_selection_rule))}",
              f"- wall time: {sum(float(r.get('wall_time_s') or 0) for r in done):.1f} s over {len(done)} finished "
              f"cells"]
     if len(distinct(lambda r: (r.get("code") or {}).get("git_commit"))) > 1:
         lines.append("- **warning**: the cells come from different commits; check the provenance table below.")
     return lines
+
+
+def _selection_rule(r: dict) -> str:
+    return (r.get("selection") or {}).get("rule") if selection_text(r) != "–" else "– (fit once)"
 
 
 def _hw(r: dict) -> str:
@@ -96,11 +125,25 @@ def _p(x: float) -> str:
     return "–" if x != x else (f"{x:.3f}" if x >= 0.001 else f"{x:.1e}")  # x != x: nan
 
 
+def _metric_name(metric: str) -> str:
+    return metric.upper() if metric in ("auroc", "auprc") else metric
+
+
+def _unit_names(cmp: stats.Comparison, at_most: int = 12) -> str:
+    names = cmp.units[:at_most]
+    more = len(cmp.units) - len(names)
+    return ", ".join(names) + (f", … ({more} more)" if more > 0 else "")
+
+
 def comparison_markdown(cmp: stats.Comparison, cd_png: str | None = None) -> list[str]:
-    """The method comparison as Markdown lines: ranks always; the tests when there are enough paired units."""
-    lines = [f"## Method comparison ({cmp.metric.upper() if cmp.metric in ('auroc', 'auprc') else cmp.metric})", "",
-             f"Average rank of each method over the n = {cmp.n_units} paired units (dataset or class, and seed) where "
-             f"every method has a finished value; rank 1 = best, ties share the average rank.", ""]
+    """The method comparison as Markdown lines: ranks always; the tests when there are enough units."""
+    s = "" if cmp.n_units == 1 else "s"
+    lines = [f"## Method comparison ({_metric_name(cmp.metric)})", "",
+             f"Units: the {cmp.n_units} {cmp.unit}{s} where every method has a finished value"
+             + (f" ({_unit_names(cmp)})" if cmp.units else "") + ". A method's value on a unit is its mean over "
+             "seeds: seeds of one unit are not independent, so each unit counts once (Demšar 2006); the seeds' "
+             "spread is in the tables' intervals and in the agreement below. Average rank of each method over the "
+             "units; rank 1 = best, ties share the average rank.", ""]
     if cmp.avg_ranks:
         order = sorted(cmp.avg_ranks, key=lambda m: cmp.avg_ranks[m])
         lines += _md_table(["method", "average rank"], [[m, f"{cmp.avg_ranks[m]:.2f}"] for m in order])
@@ -112,32 +155,66 @@ def comparison_markdown(cmp: stats.Comparison, cd_png: str | None = None) -> lis
                      f"units); Nemenyi critical difference (α = 0.05): {cmp.cd:.3f} in average rank.")
     if cmp.pairs:
         n = len(cmp.pairs)
-        lines += ["", "Pairwise Wilcoxon signed-rank tests (two-sided) over the same units; p adjusted for the "
-                      f"{n} comparison{'s' if n != 1 else ''} with Holm's method:", ""]
-        lines += _md_table(["method A", "method B", "A better / worse (units)", "W", "p", "p (Holm)"],
-                           [[pr.a, pr.b, f"{pr.wins} / {pr.losses}", f"{pr.statistic:g}", _p(pr.p), _p(pr.p_holm)]
+        lines += ["", "Pairwise over the same units: Wilcoxon signed-rank tests (two-sided), p adjusted for the "
+                      f"{n} comparison{'s' if n != 1 else ''} with Holm's method; and the Bayesian signed-rank test "
+                      f"(Benavoli et al. 2017) with a region of practical equivalence of ±{cmp.rope:g} "
+                      f"{_metric_name(cmp.metric)}: the probabilities that A is better, that the two are "
+                      "practically equivalent, and that B is better (they sum to 1; above 0.95 reads as a decision).",
+                  ""]
+        lines += _md_table(["method A", "method B", "A better / worse (units)", "W", "p", "p (Holm)",
+                            "P(A better)", "P(equivalent)", "P(B better)"],
+                           [[pr.a, pr.b, f"{pr.wins} / {pr.losses}", f"{pr.statistic:g}", _p(pr.p), _p(pr.p_holm),
+                             f"{pr.p_a_better:.2f}", f"{pr.p_equivalent:.2f}", f"{pr.p_b_better:.2f}"]
                             for pr in cmp.pairs])
     if cd_png:
         lines += ["", f"![critical difference]({cd_png})"]
     elif cmp.cd is not None:
         lines += ["", "(critical-difference plot: `python jobs/aggregate.py <grid folder> --plots`)"]
+    lines += agreement_markdown(cmp)
     return lines + [""]
 
 
-def method_comparison(records: list[CellRecord], metric: str) -> stats.Comparison:
-    return stats.compare(results.paired(results.frame(records), metric), metric)
+def agreement_markdown(cmp: stats.Comparison, at_most: int = 50) -> list[str]:
+    """One line per unit: how often its seeds rank the methods as their means do."""
+    if len(cmp.methods) < 2 or not cmp.agreement:
+        return []
+    rows = [[a.unit, str(a.seeds), a.first, f"{a.first_held}/{a.seeds}", f"{a.order_held}/{a.seeds}"]
+            for a in cmp.agreement[:at_most]]
+    lines = ["", "### Seeds within each unit", "",
+             "The seeds (where every method has one) of each unit, ranked one seed at a time: how often the best "
+             "method by mean is also best (or tied best), and how often the seed ranks every method as the means do.",
+             ""]
+    lines += _md_table(["unit", "seeds", "best by mean", "best in seeds", "same order in seeds"], rows)
+    if len(cmp.agreement) > at_most:
+        lines.append(f"\n(the first {at_most} of {len(cmp.agreement)} units)")
+    return lines
+
+
+def method_comparison(records: list[CellRecord], metric: str, rope: float = stats.ROPE) -> stats.Comparison:
+    """The methods compared over the records' units, each method's value on a unit its mean over seeds."""
+    per_seed = results.seed_values(records, metric)
+    units, variants, values = results.unit_means(per_seed)
+    cmp = stats.compare((units, variants, values), metric, rope=rope, unit=results.unit_kind(per_seed))
+    labels = dict(zip(units, per_seed.values()))
+    cmp.agreement = stats.agreement({u: labels[u] for u in cmp.units}, cmp.methods)
+    return cmp
 
 
 def write_report(grid_dir: Path, grid: str, records: list[CellRecord], tables: list[Table],
-                 plots: bool = False, metric: str | None = None) -> Path:
-    """`metric`: the grid's metric, which the method comparison ranks by (default: the first table's first)."""
+                 plots: bool = False, metric: str | None = None, rope: float = stats.ROPE,
+                 sources: list[Path] | None = None) -> Path:
+    """report.md in `grid_dir`. `metric`: the metric the method comparison ranks by (default: the first table's
+    first); `rope`: the Bayesian test's region of practical equivalence; `sources`: a study's grid folders (its
+    report lies in a folder of its own)."""
     grid_dir = Path(grid_dir)
+    out = Path(os.path.realpath(grid_dir))
     metrics = tables[0].metrics
     states = {}
     for r in records:
         states[r.state] = states.get(r.state, 0) + 1
+    where = ", ".join(str(Path(d).resolve()) for d in sources) if sources else str(out)
     lines = [f"# {grid}", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {grid_dir.resolve()}. "
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {where}. "
              f"Cells: {len(records)} ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))}).", "",
              "Tables: [Markdown](table.md) · [CSV](table.csv) · [LaTeX (booktabs)](table.tex)", ""]
     if set(states) != {store.DONE}:
@@ -146,7 +223,7 @@ def write_report(grid_dir: Path, grid: str, records: list[CellRecord], tables: l
     lines += ["## Results", "", "Each mean is followed by its 95% Student-t interval over seeds `[low, high]` "
                                 "(none for one seed).", ""]
     lines += [to_markdown(t, intervals=True) for t in tables]
-    cmp = method_comparison(records, metric or metrics[0])
+    cmp = method_comparison(records, metric or metrics[0], rope)
     cd_png = None
     if plots and cmp.cd is not None:
         from dadf.grid.plots import plot_critical_difference
@@ -178,19 +255,21 @@ def write_report(grid_dir: Path, grid: str, records: list[CellRecord], tables: l
                 cell_pngs[r.id] = cell_plots(r.dir, r.id)
     else:  # link the ones drawn earlier
         for r in records:
-            if r.dir is not None and (r.dir / "plots").is_dir():
+            if r.dir is not None and os.path.isdir(f"{r.dir}/plots"):
                 cell_pngs[r.id] = {p.stem: p for p in sorted((r.dir / "plots").glob("*.png"))}
     lines += ["## Cells and provenance", "",
-              "Split counts are normal/anomalous. Selection is the model-selection rule and the step it kept.", ""]
+              "Split counts are normal/anomalous. Selection is the model-selection rule and the step it kept "
+              "(– for a method fit once, which selects nothing).", ""]
     head = ["cell", "state", *metrics, "seed", "config hash", "train", "val", "test", "steps", "selection",
             "wall s", "hardware", "code"]
-    lines += _md_table(head, [provenance_row(r, metrics) for r in records])
+    out_text = str(out)
+    lines += _md_table(head, [provenance_row(r, metrics, out_text) for r in records])
     lines += ["", "### Grid provenance", "", *_grid_provenance(records), ""]
     if any(cell_pngs.values()):
         lines += ["## Plots per cell", ""]
         for cid, pngs in cell_pngs.items():
             if pngs:
-                links = " · ".join(f"[{k}]({p.relative_to(grid_dir)})" for k, p in pngs.items())
+                links = " · ".join(f"[{k}]({_rel(p, out)})" for k, p in pngs.items())
                 lines.append(f"- {cid}: {links}")
         lines.append("")
     elif not plots:

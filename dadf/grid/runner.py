@@ -92,7 +92,9 @@ def write_artifact(cell_dir: Path, relpath: str, write) -> None:
 
 
 def write_reconstructions(method: Method, data: CellData, cell_dir: Path, n: int = 8) -> None:
-    """A few normal and anomalous test inputs with their reconstructions, for the report's picture grid."""
+    """A few normal and anomalous test inputs with their reconstructions, for the report's picture grid. The main
+    process alone calls it: ``reconstruct`` runs the bare networks (``TorchMethod.bare``), never a DDP wrapper, whose
+    forward would wait for the other processes."""
     truth = data.test_truth.numpy()
     rows = np.concatenate([np.flatnonzero(truth == 0)[:n], np.flatnonzero(truth == 1)[:n]])
     if not len(rows):
@@ -158,7 +160,8 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False, workers: i
                      "global_batch": schedule.global_batch if schedule else None,
                      "accumulate": schedule.accumulate if schedule else None,
                      "threads": torch.get_num_threads(), "workers": int(workers),
-                     "channels_last": bool(method.strategy.channels_last)},
+                     "channels_last": bool(method.strategy.channels_last),
+                     "sync_bn": bool(method.strategy.synced_bn)},
         "skipped_steps": dict(getattr(method, "skipped_steps", {})),
         "code": code_version(),
     }

@@ -1,20 +1,22 @@
-"""The SLURM launcher: submit a grid's cells as submitit job arrays, one array per resource group, and return.
+"""The SLURM launcher: submit a grid's cells as submitit job arrays and return.
 
-Every submitted job runs ``CellJob(cell_dir)``, which reads its cell folder; so a requeued or resubmitted job
-resumes from what is on disk. Each cell records the jobs submitted for it in ``<cell>/slurm.json``; before
-submitting, the launcher asks ``squeue`` whether a recorded job is still queued or running, so running the same
-command twice never runs a cell twice. ``sacct`` is not used (many clusters, and the dev cluster in slurm/, have no
-accounting database).
+Cells asking for the same resources form a group (``plan``); a group larger than the cluster allows in one array
+goes out as several arrays (``array_plan``, within ``cluster_limits``). Every submitted job runs
+``dadf.grid.runner.CellJob(cell_dir)``, which reads its cell folder; so a requeued or resubmitted job resumes from
+what is on disk. Each cell records the jobs submitted for it in ``<cell>/slurm.json``; before submitting, the
+launcher asks ``squeue`` whether a recorded job is still queued or running, so running the same command twice never
+runs a cell twice. ``sacct`` is not used (many clusters, and the dev cluster in slurm/, have no accounting database).
 """
 from __future__ import annotations
 
+import getpass
 import os
 import shlex
 import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -37,7 +39,7 @@ class Resources:
     """What one cell asks for: launcher=slurm's keys of the same names (their defaults and meaning:
     dadf.config.SlurmLauncher), refined per method / dataset in its ``resources``."""
 
-    gpus: int = _DEFAULTS.gpus
+    gpus: int | None = _DEFAULTS.gpus  # None: resources_for decides by the method's kind
     tasks: int | None = _DEFAULTS.tasks  # None = max(1, gpus), one DDP rank per GPU
     cpus: int = _DEFAULTS.cpus  # per task
     mem_gb: float = _DEFAULTS.mem_gb  # per cell (node)
@@ -49,7 +51,7 @@ class Resources:
 
     @property
     def ntasks(self) -> int:
-        return int(self.tasks) if self.tasks else max(1, int(self.gpus))
+        return int(self.tasks) if self.tasks else max(1, int(self.gpus or 0))
 
     def describe(self) -> str:
         parts = [f"gpus={self.gpus}", f"tasks={self.ntasks}", f"cpus={self.cpus}", f"mem={self.mem_gb}G",
@@ -67,8 +69,9 @@ class SlurmError(RuntimeError):
 
 
 def check_config(lcfg: DictConfig) -> None:
-    """Refuse unknown keys (with the valid list) in the launcher config and in each resources entry. Hydra already
-    refuses an unknown top-level key when it composes (the schema), not one inside ``resources`` (untyped there)."""
+    """Refuse unknown keys (with the valid list) in the launcher config and in each resources entry, and limits
+    below 1. Hydra already refuses an unknown top-level key when it composes (the schema), not one inside
+    ``resources`` (untyped there)."""
     unknown = sorted(set(lcfg.keys()) - set(LAUNCHER_KEYS))
     if unknown:
         raise ValueError(f"launcher=slurm: unknown key(s) {unknown}; valid keys: {', '.join(LAUNCHER_KEYS)}")
@@ -79,21 +82,130 @@ def check_config(lcfg: DictConfig) -> None:
         if bad:
             raise ValueError(f"launcher.resources.{match}: unknown key(s) {bad}; valid keys: "
                              f"{', '.join(RESOURCE_KEYS)} (match entries by method, dataset or method/dataset)")
+    for key in ("max_array_size", "max_submit_jobs"):
+        if lcfg.get(key) is not None and int(lcfg.get(key)) < 1:
+            raise ValueError(f"launcher.{key}={lcfg.get(key)}: give at least 1, or null to read it from the cluster")
+    if lcfg.get("gpus") is not None and int(lcfg.gpus) < 0:
+        raise ValueError(f"launcher.gpus={lcfg.gpus}: give 0 or more GPUs per cell, or null for 1 per cell of a "
+                         f"torch method and 0 for the shallow ones")
     if int(lcfg.signal_delay_s) < 10:
         raise ValueError(f"launcher.signal_delay_s={lcfg.signal_delay_s}: give the cell at least 10 s between the "
                          f"warning signal and the time limit to save its checkpoint")
 
 
-def resources_for(cell_cfg: DictConfig, lcfg: DictConfig) -> Resources:
-    """Defaults, then resources[<dataset>], then resources[<method>], then resources[<method>/<dataset>]."""
+def resources_for(cell_cfg: DictConfig | dict, lcfg: DictConfig) -> Resources:
+    """The launcher's values, then resources[<dataset>], then resources[<method>], then
+    resources[<method>/<dataset>]. GPUs left null: 1 for a torch method, 0 for a shallow one. A cell without a GPU
+    goes to ``cpu_partition`` when it is set, unless a resources entry names the cell's partition."""
     values = {k: lcfg.get(k, getattr(Resources, k)) for k in RESOURCE_KEYS}
-    method, dataset = cell_cfg.method.name, cell_cfg.dataset.name
+    method, dataset = cell_cfg["method"]["name"], cell_cfg["dataset"]["name"]  # a config or its plain data
     table = lcfg.get("resources") or {}
+    partition_named = False
     for match in (dataset, method, f"{method}/{dataset}"):
         if match in table:
-            values.update(OmegaConf.to_container(table[match]) if OmegaConf.is_config(table[match])
-                          else dict(table[match]))
+            entry = OmegaConf.to_container(table[match]) if OmegaConf.is_config(table[match]) else dict(table[match])
+            values.update(entry)
+            partition_named = partition_named or "partition" in entry
+    if values["gpus"] is None:
+        values["gpus"] = 1 if _accelerated(method) else 0
+    if int(values["gpus"]) == 0 and lcfg.get("cpu_partition") and not partition_named:
+        values["partition"] = lcfg.cpu_partition
     return Resources(**values)
+
+
+def _accelerated(method: str) -> bool:
+    import dadf.methods  # noqa: F401 -- every method registered (already imported wherever cells were composed)
+    from dadf.methods.registry import accelerated
+
+    return accelerated(method)
+
+
+# ---------------------------------------------------------------------------------------------------- limits
+
+SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001  # slurm.conf's MaxArraySize when a cluster does not set it
+
+
+@dataclass
+class Limits:
+    """What the cluster accepts from one user: ``max_array_size`` tasks per job array (SLURM's MaxArraySize: task
+    indices 0 to MaxArraySize - 1) and ``max_submit_jobs`` jobs queued or running at once (an array task counts as
+    one; None = no limit). ``source`` says where each came from: "launcher setting", "scontrol", "sacctmgr" or
+    "SLURM default"."""
+
+    max_array_size: int = SLURM_DEFAULT_MAX_ARRAY_SIZE
+    max_submit_jobs: int | None = None
+    source: dict[str, str] = field(default_factory=lambda: {"max_array_size": "SLURM default",
+                                                            "max_submit_jobs": "SLURM default"})
+
+    @property
+    def array_size(self) -> int:
+        """Cells per array: an array larger than the submit limit would be refused whole."""
+        return min(self.max_array_size, self.max_submit_jobs or self.max_array_size)
+
+    def describe(self) -> str:
+        jobs = "none" if self.max_submit_jobs is None else self.max_submit_jobs
+        return (f"max_array_size={self.max_array_size} ({self.source['max_array_size']}), "
+                f"max_submit_jobs={jobs} ({self.source['max_submit_jobs']})")
+
+
+def cluster_limits(lcfg: DictConfig) -> Limits:
+    """The launcher settings ``max_array_size`` / ``max_submit_jobs`` where set, else what the cluster says
+    (``scontrol show config``; the user's association in ``sacctmgr`` where the cluster enforces its limits), else
+    SLURM's defaults. Never fails: a cluster that does not answer gives the defaults."""
+    size, jobs = lcfg.get("max_array_size"), lcfg.get("max_submit_jobs")
+    limits = Limits()
+    conf = _scontrol_config(_timeout(lcfg)) if size is None or jobs is None else {}
+    if size is not None:
+        limits.max_array_size, limits.source["max_array_size"] = int(size), "launcher setting"
+    elif conf.get("MaxArraySize", "").isdigit():
+        limits.max_array_size, limits.source["max_array_size"] = int(conf["MaxArraySize"]), "scontrol"
+    if jobs is not None:
+        limits.max_submit_jobs, limits.source["max_submit_jobs"] = int(jobs), "launcher setting"
+    else:
+        found = _association_max_submit(conf, _timeout(lcfg))
+        if found is not None:
+            limits.max_submit_jobs, limits.source["max_submit_jobs"] = found, "sacctmgr"
+    return limits
+
+
+def _timeout(lcfg: DictConfig) -> float:
+    return float(lcfg.get("squeue_timeout_s") or 60)
+
+
+def _scontrol_config(timeout: float) -> dict[str, str]:
+    """``scontrol show config`` as {key: value}; {} where the controller cannot be asked."""
+    try:
+        out = _run(["scontrol", "show", "config"], timeout)
+    except SlurmError:
+        return {}
+    conf = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            conf[key.strip()] = value.strip()
+    return conf
+
+
+def _association_max_submit(conf: dict[str, str], timeout: float) -> int | None:
+    """The smallest MaxSubmitJobs of this user's associations, where the cluster keeps accounts and enforces their
+    limits; None where it does not (no slurmdbd, limits not enforced, none set, or sacctmgr failing)."""
+    if "slurmdbd" not in conf.get("AccountingStorageType", ""):
+        return None
+    enforce = conf.get("AccountingStorageEnforce", "")
+    if "limits" not in enforce and "safe" not in enforce:
+        return None
+    try:
+        out = _run(["sacctmgr", "show", "assoc", f"user={getpass.getuser()}", "format=MaxSubmit", "-n", "-P"],
+                   timeout)
+    except SlurmError:
+        return None
+    found = [int(v) for v in out.split() if v.strip().isdigit()]
+    return min(found) if found else None
+
+
+def queued_by_user(timeout: float = 60) -> int:
+    """This user's jobs queued or running, array tasks one by one (what MaxSubmitJobs counts)."""
+    return len(_run(["squeue", "--me", "--noheader", "--array", "--format=%i"], timeout).split())
 
 
 # ---------------------------------------------------------------------------------------------------- squeue
@@ -190,7 +302,7 @@ def _executor(folder: Path, res: Resources, lcfg: DictConfig):
         setup=setup,
         stderr_to_stdout=False,
     )
-    if int(res.gpus) > 0:
+    if int(res.gpus or 0) > 0:
         params["gpus_per_node"] = int(res.gpus)
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(res, key):
@@ -208,34 +320,52 @@ def logs_folder(grid_dir: Path, lcfg: DictConfig) -> Path:
 
 
 def plan(cells, lcfg: DictConfig) -> dict[Resources, list]:
-    """Cells grouped by the resources they ask for (one job array per group), in grid order."""
+    """Cells grouped by the resources they ask for, in grid order."""
     groups: dict[Resources, list] = {}
+    known: dict[tuple[str, str], Resources] = {}  # resources depend on the method and dataset only
     for cell in cells:
-        groups.setdefault(resources_for(cell.cfg, lcfg), []).append(cell)
+        key = (cell.data["method"]["name"], cell.data["dataset"]["name"])
+        if key not in known:
+            known[key] = resources_for(cell.data, lcfg)
+        groups.setdefault(known[key], []).append(cell)
     return groups
 
 
-def submit(cells, lcfg: DictConfig, grid_dir: Path) -> dict[str, str]:
-    """Submit the cells (frozen configs already written) as arrays; record each job id; return {cell id: job id}."""
+def array_plan(cells, lcfg: DictConfig, limits: Limits | None = None) -> list[tuple[Resources, list[list]]]:
+    """Per resource group, its cells (in grid order) split into job arrays of at most ``limits.array_size`` cells.
+    ``limits=None`` reads them (``cluster_limits``). Submits nothing."""
+    size = (limits or cluster_limits(lcfg)).array_size
+    return [(res, [group[i:i + size] for i in range(0, len(group), size)]) for res, group in plan(cells, lcfg).items()]
+
+
+def submit(cells, lcfg: DictConfig, grid_dir: Path, limits: Limits | None = None) -> dict[str, str]:
+    """Submit the cells (frozen configs already written) as the arrays of ``array_plan``; record each job id;
+    return {cell id: job id}."""
     from dadf.grid.runner import CellJob
 
     submitted: dict[str, str] = {}
-    for res, group in plan(cells, lcfg).items():
+    limits = limits or cluster_limits(lcfg)
+    for res, arrays in array_plan(cells, lcfg, limits):
         executor = _executor(logs_folder(grid_dir, lcfg), res, lcfg)
-        try:
-            jobs = executor.submit_array([CellJob(str(Path(c.dir).resolve())) for c in group])
-        except Exception as e:  # noqa: BLE001 -- sbatch refused (bad partition/account/qos, limits...)
-            done = f" ({len(submitted)} cells were submitted before it; relaunching submits the rest)" if submitted \
-                else ""
-            raise SlurmError(f"sbatch refused the array for {len(group)} cells ({res.describe()}): "
-                             f"{str(e).strip()[-1500:]}{done}") from None
-        for cell, job in zip(group, jobs):
-            _append_record(cell.dir, {"job_id": str(job.job_id), "submitted": time.time(),
-                                      "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
-                                      "resources": res.describe()})
-            submitted[cell.id] = str(job.job_id)
-        array_id = str(jobs[0].job_id).split("_")[0]
-        print(f"submitted job {array_id} ({len(group)} cell{'s' * (len(group) != 1)}, {res.describe()})")
+        if len(arrays) > 1:
+            print(f"{sum(map(len, arrays))} cells ({res.describe()}) go out as {len(arrays)} arrays of at most "
+                  f"{limits.array_size} ({limits.describe()})")
+        for group in arrays:
+            try:
+                jobs = executor.submit_array([CellJob(str(Path(c.dir).resolve())) for c in group])
+            except Exception as e:  # noqa: BLE001 -- sbatch refused (bad partition/account/qos, limits...)
+                done = f" ({len(submitted)} cells were submitted before it; relaunching submits the rest)" \
+                    if submitted else ""
+                raise SlurmError(f"sbatch refused the array for {len(group)} cells ({res.describe()}): "
+                                 f"{str(e).strip()[-1500:]}{done}; the cluster's limits as read: "
+                                 f"{limits.describe()}") from None
+            for cell, job in zip(group, jobs):
+                _append_record(cell.dir, {"job_id": str(job.job_id), "submitted": time.time(),
+                                          "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
+                                          "resources": res.describe()})
+                submitted[cell.id] = str(job.job_id)
+            array_id = str(jobs[0].job_id).split("_")[0]
+            print(f"submitted job {array_id} ({len(group)} cell{'s' * (len(group) != 1)}, {res.describe()})")
     return submitted
 
 
@@ -245,7 +375,7 @@ def run_slurm(cells, lcfg: DictConfig, force: bool, retry_failed: bool, prepare)
     if not cells:
         return [], [], [], {}
     grid_dir = Path(cells[0].dir).parent
-    timeout = float(lcfg.get("squeue_timeout_s") or 60)
+    timeout = _timeout(lcfg)
     with grid_lock(grid_dir):
         states = queue_states(timeout)
         active = {c.id: active_job(c.dir, states) for c in cells}
@@ -253,9 +383,38 @@ def run_slurm(cells, lcfg: DictConfig, force: bool, retry_failed: bool, prepare)
             cancel([a[0] for a in active.values() if a], timeout=timeout)
             active = {}
         queued = [c for c in cells if active.get(c.id)]
-        todo, finished = prepare([c for c in cells if not active.get(c.id)], force, retry_failed)
-        submitted = submit(todo, lcfg, grid_dir) if todo else {}
+        limits = cluster_limits(lcfg)
+        room, in_queue = None, 0
+        if limits.max_submit_jobs is not None:
+            in_queue = queued_by_user(timeout)
+            room = max(0, limits.max_submit_jobs - in_queue)
+        todo, finished, waiting = take(
+            [c for c in cells if not active.get(c.id)], room, lambda cs: prepare(cs, force, retry_failed),
+            unfinished=lambda c: force or not (store.is_done(c.dir) or (
+                not retry_failed and store.read_status(c.dir).get("state") == store.FAILED)))
+        submitted = submit(todo, lcfg, grid_dir, limits) if todo else {}
+        if waiting:
+            print(f"{waiting} cell{'s' * (waiting != 1)} wait for the next launch: max_submit_jobs="
+                  f"{limits.max_submit_jobs} ({limits.source['max_submit_jobs']}) and {in_queue} of your jobs were "
+                  f"queued or running; run the same command again when some have ended to submit the rest")
     return finished, queued, todo, submitted
+
+
+def take(candidates: list, room: int | None, prepare, unfinished) -> tuple[list, list, int]:
+    """(cells to submit, cells found finished, how many unfinished cells wait): the first ``room`` cells (None = all)
+    that ``prepare`` (cells -> (to run, finished)) takes to run, in grid order. Cells beyond the room are left as
+    they are on disk; ``unfinished(cell)`` counts those a later launch would submit."""
+    if room is None:
+        todo, finished = prepare(candidates)
+        return todo, finished, 0
+    todo, finished, i = [], [], 0
+    while len(todo) < room and i < len(candidates):
+        batch = candidates[i:i + room - len(todo)]
+        i += len(batch)
+        more, done = prepare(batch)
+        todo += more
+        finished += done
+    return todo, finished, sum(1 for c in candidates[i:] if unfinished(c))
 
 
 def watch_hint(grid_dir: Path) -> str:

@@ -53,7 +53,7 @@ _TRAINER: dict[str, _Spec] = {
     "eval_batch_size": _Spec("int", example=512),
     "checkpoint_every": _Spec("int", example=1000),
     "keep_checkpoints": _Spec("int", example=2),
-    "sync_every": _Spec("int", example=1),
+    "sync_every": _Spec("int", null=True, example=1),
     "log_every": _Spec("int", example=50),
     "eval_every": _Spec("int", null=True, example=1000),
     "num_threads": _Spec("int", null=True, example=4),
@@ -369,9 +369,9 @@ def one_split_problems(cfg: DictConfig) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- all
-def cell_problems(cfg: DictConfig, processes: int = 1) -> list[str]:
+def cell_problems(cfg: DictConfig | dict, processes: int = 1) -> list[str]:
     """The problems of one cell's frozen config (see ``check_cells``)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     top = [_check_spec("seed", c.get("seed", _MISSING), _Spec("int", low=0, example=0)),
            _check_spec("dataset.num_classes", (c.get("dataset") or {}).get("num_classes", _MISSING),
                        _Spec("int", example=10))]
@@ -385,16 +385,31 @@ def check_cells(cells: list[Cell], processes: Callable[[Cell], int] = lambda c: 
 
     ``processes(cell)`` is the number of processes the cell will train on (the batch must split over them). A
     message that several cells share is reported once, followed by ``[all N cells]`` or ``[k of N cells:
-    methods]``; with a single cell there is no such suffix.
+    methods]``; with a single cell there is no such suffix. Cells of one composition (``Cell.group``) differ in their
+    seed and class only: their other values are checked once.
     """
     seen: dict[str, list[Cell]] = {}
+    memo: dict[tuple, list[str]] = {}
     for cell in cells:
-        for msg in cell_problems(cell.cfg, int(processes(cell))) + one_split_problems(cell.cfg):
+        data, n = cell.data, int(processes(cell))
+        key = (cell.group, data["protocol"].get("target_class"), n) if cell.group is not None else None
+        problems = memo.get(key) if key is not None else None
+        if problems is None:
+            split = memo.get(cell.group) if cell.group is not None else None  # the same for every class
+            if split is None:
+                split = one_split_problems(cell.cfg)
+                if cell.group is not None:
+                    memo[cell.group] = split
+            problems = cell_problems({**data, "seed": 0}, n) + split
+            if key is not None:
+                memo[key] = problems
+        seed = _check_spec("seed", data.get("seed", _MISSING), _Spec("int", low=0, example=0))
+        for msg in ([seed] if seed else []) + problems:
             seen.setdefault(msg, []).append(cell)
     out = []
     for msg, where in seen.items():
         if len(cells) > 1:
-            methods = list(dict.fromkeys(str(c.cfg.method.name) for c in where))
+            methods = list(dict.fromkeys(str(c.data["method"]["name"]) for c in where))
             msg += (f" [all {len(cells)} cells]" if len(where) == len(cells)
                     else f" [{len(where)} of {len(cells)} cells: {', '.join(methods)}]")
         out.append(msg)

@@ -146,6 +146,7 @@ class PerceptualLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.detach()
+        y = y.to(x.dtype)  # a reconstruction from a network kept in half precision (DeepSpeed bf16 / fp16)
         if self.mode == "l2":
             return (x - y).pow(2).flatten(1).mean(1)
         if self.mode == "perc":

@@ -61,7 +61,7 @@ class AdversarialAutoencoder(TorchMethod):
         with torch.no_grad():
             z_fake, _ = self.ae(x)
         logits = self.critic(torch.cat([self.noise(n, d), z_fake]))
-        target = torch.cat([torch.ones(n, 1), torch.zeros(n, 1)]).to(logits.device)
+        target = torch.cat([torch.ones(n, 1, device=logits.device), torch.zeros(n, 1, device=logits.device)])
         critic_loss = F.binary_cross_entropy_with_logits(logits.float(), target)
         self.update("critic", critic_loss)
         # Autoencoder: reconstruct, and make the codes look like prior samples to the critic.
@@ -74,7 +74,7 @@ class AdversarialAutoencoder(TorchMethod):
 
     def reconstruct(self, x):
         with self.evaluating():
-            return self.ae(x)[1]
+            return self.bare("ae")(x)[1]
 
     def score(self, x):
         return (self.reconstruct(x).float() - x).pow(2).flatten(1).mean(1)

@@ -166,17 +166,38 @@ class AMA(TorchMethod):
         self.critic = self.add("critic", critic, lambda ps: torch.optim.Adam(ps, lr=p.lr, betas=p.betas_gd), sched,
                                broadcast_buffers=False)
         self.atypical_start = (p.atypical_start_epoch - 1) * info.steps_per_epoch
-        self.has_real_negatives = False
+        self._has_real_negatives = False
+        self._seen_negatives: torch.Tensor | None = None  # labelled anomalies seen, on the device, not yet read
+        self._row_index: dict[tuple[int, int], torch.Tensor] = {}
         self.gaussian: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------------------------------ training
     def _update_detection(self, batch, step):
         """Whether this run has labelled anomalies (semisup): looked for in the batches of the first
-        ``atypical_start`` steps (one host sync per step, only then); stored in extra_state for resume."""
+        ``atypical_start`` steps, kept on the device and read once, when first needed (``has_real_negatives``)."""
         p = self.params
-        if (p.real_negatives and not self.has_real_negatives and "label" in batch
-                and step < max(self.atypical_start, 1)):
-            self.has_real_negatives = bool((batch["label"] == 1).any())
+        if p.real_negatives and "label" in batch and step < max(self.atypical_start, 1):
+            seen = (batch["label"] == 1).any()
+            self._seen_negatives = seen if self._seen_negatives is None else self._seen_negatives | seen
+
+    @property
+    def has_real_negatives(self) -> bool:
+        """Whether labelled anomalies were seen: one host sync at the first read after they were looked for, the
+        same on every process (a process that saw one tells the others), so all take the same branch."""
+        if self._seen_negatives is not None:
+            seen = self._seen_negatives.to(torch.int32)
+            if self.accelerator.num_processes > 1:
+                torch.distributed.all_reduce(seen, op=torch.distributed.ReduceOp.MAX)
+            self._has_real_negatives = self._has_real_negatives or bool(seen)
+            self._seen_negatives = None
+        return self._has_real_negatives
+
+    def _rows_on(self, rows: list[int], lo: int, n: int, device) -> torch.Tensor:
+        """``rows = negative_rows(lo, n, ...)`` as an index tensor on the device, built once per (lo, n)."""
+        key = (lo, n)
+        if key not in self._row_index:
+            self._row_index[key] = torch.tensor(rows, dtype=torch.long, device=device)
+        return self._row_index[key]
 
     def _fakes(self, x, step, neg_rows, mode):
         p, n = self.params, len(x)
@@ -197,7 +218,7 @@ class AMA(TorchMethod):
             kwargs["mix_idx"] = idx  # (for the validity mask only)
         if mode == "synthetic":
             u = self.noise(n, self.z_dim, kind="uniform")
-            rows = torch.tensor(neg_rows, dtype=torch.long, device=x.device)
+            rows = neg_rows
             kwargs["neg_fn"] = lambda e: atypical_codes(e[rows], u[rows], p.atypical_mode, p.atypical_direction,
                                                         p.atypical_delta, p.sipple_half_width)
         return kwargs
@@ -251,12 +272,14 @@ class AMA(TorchMethod):
         # Rows labelled anomalous (semisup) are never normals; they are negatives unless real_negatives=false.
         neg_mask = (batch["label"] == 1).float() if "label" in batch else None
         normal = 1 - neg_mask if neg_mask is not None else torch.ones(n, device=x.device)
-        synthetic = (p.atypical_mode != "none" and step >= self.atypical_start and not self.has_real_negatives)
-        rows = negative_rows(self.step_context.batch_lo, n, p.atypical_fraction) if synthetic else []
-        if rows:
+        synthetic = p.atypical_mode != "none" and step >= self.atypical_start and not self.has_real_negatives
+        lo = self.step_context.batch_lo
+        rows = negative_rows(lo, n, p.atypical_fraction) if synthetic else []
+        if rows:  # the same rows at every step of this process: indexed by a tensor built once, on the device
+            rows = self._rows_on(rows, lo, n, x.device)
             normal = normal.clone()
             normal[rows] = 0
-        kwargs = self._fakes(x, step, rows, "synthetic" if rows else "none")
+        kwargs = self._fakes(x, step, rows, "synthetic" if len(rows) else "none")
         valid = normal
         if "mix_idx" in kwargs:  # an interpolation counts only if all its vertices are normals
             valid = normal[kwargs["mix_idx"]].prod(1)
@@ -271,7 +294,8 @@ class AMA(TorchMethod):
                                      ctx["neg_mask"])
         loss = -obj
         if self.use_gp:
-            gp = pair_gradient_penalty(critic, x, x, fakes["x_hat"], self.noise(len(x), kind="uniform"))
+            gp = pair_gradient_penalty(self.strategy.for_penalty(critic), x, x, fakes["x_hat"],
+                                       self.noise(len(x), kind="uniform"))
             loss = loss + p.gp_weight * gp
             terms["gp"] = gp
         return loss, terms
@@ -316,14 +340,14 @@ class AMA(TorchMethod):
     # ------------------------------------------------------------------------------------------- scoring
     def reconstruct(self, x):
         with self.evaluating():
-            return self.eg(x)["x_hat"]
+            return self.bare("eg")(x)["x_hat"]
 
     def r_score(self, x: torch.Tensor) -> torch.Tensor:
         """‖f(x, x) − f(x, G(E(x)))‖₁ with f the critic's penultimate features (both pairs of copies when the
         loss is not mirrored)."""
         with self.evaluating():
-            critic = self._module(self.nets["critic"])
-            x_hat = self._module(self.nets["eg"])(x)["x_hat"]
+            critic = self.bare("critic")
+            x_hat = self.bare("eg")(x)["x_hat"]
             ref = critic.features(x, x)
             rec = critic.features(x, x_hat) if self.params.mirrored else critic.features(x_hat, x_hat)
             return (ref - rec).abs().flatten(1).sum(1).float()
@@ -348,8 +372,10 @@ class AMA(TorchMethod):
         return {"feature_loss": float(self.r_score(val_x).mean())}
 
     def extra_state(self):
+        # every process calls this (the trainer's saves do): reading the flag may be a collective
         return {"has_real_negatives": self.has_real_negatives, "gaussian": self.gaussian}
 
     def load_extra_state(self, state):
-        self.has_real_negatives = bool(state.get("has_real_negatives", False))
+        self._has_real_negatives = bool(state.get("has_real_negatives", False))
+        self._seen_negatives = None
         self.gaussian = state.get("gaussian")

@@ -38,4 +38,4 @@ class Autoencoder(TorchMethod):
 
     def score(self, x):
         with self.evaluating():
-            return (self.ae(x) - x).pow(2).flatten(1).mean(1).float()
+            return (self.bare("ae")(x) - x).pow(2).flatten(1).mean(1).float()

@@ -45,6 +45,8 @@ class Method:
 
     name = "?"
     trainable = True
+    # False: never given a GPU (launchers run its cells on CPU workers / CPU jobs: dadf.methods.registry.accelerated)
+    accelerated = True
     uses_labelled_anomalies = False  # False: rows labelled anomalous (semisup) are dropped from its training set
 
     def __init__(self, cfg: DictConfig, info: DataInfo, strategy: Strategy | Accelerator, seed: int):
@@ -75,9 +77,31 @@ class Method:
         lo = ctx.batch_lo if ctx.global_batch else 0
         seed = int(np.random.SeedSequence([self.seed, ctx.step, self._noise_calls]).generate_state(1)[0])
         self._noise_calls += 1
-        g = torch.Generator().manual_seed(seed)
-        draw = torch.randn if kind == "normal" else torch.rand
-        return draw((total, *dims), generator=g)[lo : lo + n].to(self.accelerator.device)
+        return self.draw(seed, (total, *dims), kind)[lo : lo + n]
+
+    _generators: dict | None = None
+
+    def draw(self, seed: int, shape: tuple[int, ...], kind: str = "normal") -> torch.Tensor:
+        """``shape`` random numbers (normal or uniform) from a generator seeded with ``seed``, on the device.
+
+        On CPU they come from torch's CPU generator. On an accelerator they are drawn there by a generator of that
+        device (no host-to-device copy per draw); its stream differs from the CPU's, so the same seed gives other
+        numbers on a GPU than on a CPU (but the same on 1, 2 or 8 GPUs)."""
+        device = self.accelerator.device
+        fn = torch.randn if kind == "normal" else torch.rand
+        if device.type == "cpu":
+            return fn(shape, generator=torch.Generator().manual_seed(seed))
+        if self._generators is None:
+            self._generators = {}
+        g = self._generators.get(device)
+        if g is None:
+            g = self._generators[device] = torch.Generator(device=device)
+        return fn(shape, generator=g.manual_seed(seed), device=device)
+
+    def local_gradients(self) -> contextlib.AbstractContextManager:
+        """Around a whole micro-batch (forwards and updates) before the step's last: gradients stay on this
+        process and are all-reduced once, after the last micro-batch."""
+        return contextlib.nullcontext()
 
     def on_train_start(self, train_x: torch.Tensor) -> None:
         """Called once before the first step of a fresh (not resumed) run, on every rank, with all training rows."""
@@ -152,8 +176,13 @@ class TorchMethod(Method):
         self.nets: dict[str, nn.Module] = {}
         self.opts: dict[str, torch.optim.Optimizer] = {}
         self.scheds: dict[str, object] = {}
-        self.skipped_steps: dict[str, int] = {}
+        self._skipped: dict[str, int | torch.Tensor] = {}  # counted on the device under fp16: no host sync per step
         self._updated: set[str] = set()
+
+    @property
+    def skipped_steps(self) -> dict[str, int]:
+        """Optimiser steps an fp16 loss scaler skipped (overflow), per network."""
+        return {k: int(v) for k, v in self._skipped.items()}
 
     def add(self, name: str, net: nn.Module, opt_factory, sched_factory=None, *, broadcast_buffers: bool = True,
             find_unused_parameters: bool = False) -> nn.Module:
@@ -167,7 +196,7 @@ class TorchMethod(Method):
         opt = opt_factory(net.parameters())
         self.nets[name], self.opts[name] = self.strategy.wrap(
             net, opt, broadcast_buffers=broadcast_buffers, find_unused_parameters=find_unused_parameters)
-        self.skipped_steps[name] = 0
+        self._skipped[name] = 0
         if sched_factory is not None:
             # On the bare optimiser: Accelerate would step a prepared one once per process; a method's schedule
             # counts its own steps.
@@ -176,6 +205,18 @@ class TorchMethod(Method):
 
     def _module(self, net):
         return self.strategy.module(net)
+
+    def bare(self, name: str) -> nn.Module:
+        """Network ``name`` without its wrappers (DDP, DeepSpeed, torch.compile), for inference. A forward through
+        a DDP wrapper may broadcast buffers (BatchNorm statistics) to the other processes, so a forward that not
+        every process makes (the main process writing reconstructions) must not go through it."""
+        return self._module(self.nets[name])
+
+    def local_gradients(self):
+        stack = contextlib.ExitStack()
+        for net in self.nets.values():
+            stack.enter_context(self.strategy.keep_gradients_local(net))
+        return stack
 
     @contextlib.contextmanager
     def evaluating(self):
@@ -216,8 +257,9 @@ class TorchMethod(Method):
                     f"network {name!r} is updated twice in one train_step, which gradient accumulation cannot "
                     f"split; use trainer.accumulate=1 for method {self.name!r} (raise the batch size instead)")
             self._updated.add(name)
-        if self.strategy.update(self.nets[name], self.opts[name], loss, self.step_context):
-            self.skipped_steps[name] += 1
+        skipped = self.strategy.update(self.nets[name], self.opts[name], loss, self.step_context)
+        if skipped is not False:
+            self._skipped[name] = self._skipped[name] + skipped
 
     def extra_state(self) -> dict:
         """Method state beyond networks and optimisers (e.g. a phase, a fitted centre); saved in checkpoints."""
@@ -232,8 +274,8 @@ class TorchMethod(Method):
             "nets": {k: self._module(n).state_dict() for k, n in self.nets.items()},
             "opts": {k: self.strategy.optimizer_state(o) for k, o in self.opts.items()},
             "scheds": {k: s.state_dict() for k, s in self.scheds.items()},
-            "scaler": self.strategy.state_dict(),
-            "skipped_steps": dict(self.skipped_steps),
+            "scalers": {k: self.strategy.scaler_state(o) for k, o in self.opts.items()},
+            "skipped_steps": self.skipped_steps,
             "extra": self.extra_state(),
         }
 
@@ -244,8 +286,11 @@ class TorchMethod(Method):
             self.strategy.load_optimizer_state(k, o, state["opts"][k])
         for k, s in self.scheds.items():
             s.load_state_dict(state["scheds"][k])
-        self.strategy.load_state_dict(state.get("scaler"))
-        self.skipped_steps.update(state.get("skipped_steps", {}))
+        # a checkpoint holding one "scaler" for all networks gives each network that scaler's state
+        scalers = state.get("scalers") or dict.fromkeys(self.opts, state.get("scaler"))
+        for k, o in self.opts.items():
+            self.strategy.load_scaler_state(o, scalers.get(k))
+        self._skipped.update({k: int(v) for k, v in state.get("skipped_steps", {}).items()})
         self.load_extra_state(state["extra"])
 
 
@@ -253,6 +298,7 @@ class ShallowMethod(Method):
     """A scikit-learn estimator on flattened inputs, fitted once on the normal training rows."""
 
     trainable = False
+    accelerated = False
 
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)

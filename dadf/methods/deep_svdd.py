@@ -34,7 +34,7 @@ class DeepSVDD(TorchMethod):
         # The centre is the mean initial code of the normals, pushed away from 0 per coordinate: a coordinate of c
         # near 0 is trivially reached by zero weights.
         with self.evaluating():
-            codes = torch.cat([self.phi(train_x[i : i + 512].to(self.accelerator.device))
+            codes = torch.cat([self.bare("phi")(train_x[i : i + 512].to(self.accelerator.device))
                                for i in range(0, len(train_x), 512)])
         c = codes.mean(0)
         eps = 0.1
@@ -49,7 +49,7 @@ class DeepSVDD(TorchMethod):
 
     def score(self, x):
         with self.evaluating():
-            return (self.phi(x) - self.c).pow(2).sum(1).float()
+            return (self.bare("phi")(x) - self.c).pow(2).sum(1).float()
 
     def extra_state(self):
         return {"c": self.c.cpu()}

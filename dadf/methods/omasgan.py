@@ -37,6 +37,16 @@ SCORES = ("full", "detector", "task1", "task3")
 LAST_PHASE = {"full": "task3j", "detector": "task3j", "task3": "task3", "task1": "task1"}
 
 
+def load_task_file(path: Path) -> dict:
+    """A ``tasks/task<k>.pt`` file, read as data (``weights_only``): dadf writes only tensors and plain values
+    there, so a file holding anything else (an object that could run code when loaded) is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- torch raises many types for damaged or refused files
+        raise ValueError(f"omasgan: from_task={path} cannot be loaded as data ({type(e).__name__}: "
+                         f"{str(e)[:300]}); point it at a finished task's file, <cell>/tasks/task<k>.pt") from e
+
+
 # ------------------------------------------------------------------------------------------------ losses
 def activation(div: str, v: torch.Tensor) -> torch.Tensor:
     """g_f: the critic's output mapped into the domain of f* (Nowozin et al. 2016, Table 2)."""
@@ -214,7 +224,7 @@ class OMASGAN(TorchMethod):
         if not f.is_file():
             raise FileNotFoundError(f"omasgan: from_task={path} does not exist; point it at a finished task's "
                                     f"checkpoint, <cell>/tasks/task<k>.pt")
-        saved = torch.load(f, map_location="cpu", weights_only=False)
+        saved = load_task_file(f)
         if saved.get("spec") != dataclasses.asdict(self.spec):
             raise ValueError(f"omasgan: {path} was trained with networks {saved.get('spec')}, this cell builds "
                              f"{dataclasses.asdict(self.spec)}; use the same arch, z_dim, hidden and data shape")
@@ -284,8 +294,7 @@ class OMASGAN(TorchMethod):
     def _shared_z(self, n: int, tag: int) -> torch.Tensor:
         """n latent rows, the same on every process (the Q-sample bank of eq. 4; the score's constants)."""
         s = int(np.random.SeedSequence([self.seed, self.step_context.step, 7919, tag]).generate_state(1)[0])
-        return torch.randn(n, self.params.z_dim, generator=torch.Generator().manual_seed(s)).to(
-            self.accelerator.device)
+        return self.draw(s, (n, self.params.z_dim))
 
     def _sample(self, name: str, z: torch.Tensor) -> torch.Tensor:
         """Samples of a fixed generator: eval() mode (BatchNorm running statistics), its buffers untouched."""
@@ -384,14 +393,14 @@ class OMASGAN(TorchMethod):
 
     def fd_task1(self, x):
         """fD(G, delta_x) with Task 1's critic D: E_z g_f(D(G(z))) - f*(g_f(D(x))) (klwgan: ... - D(x))."""
-        v = self.nets["D"](x)
+        v = self.bare("D")(x)
         div = self.params.divergence
         tail = v if div == "klwgan" else conjugate(div, v)
         return self.constants.get("task1", 0.0) - tail
 
     def fd_task3(self, x):
         """fD(G', delta_x) with Task 3's critic C: E_z log C(G'(z)) + log(1 - C(x))."""
-        return self.constants.get("task3", 0.0) - F.softplus(self.nets["C"](x))
+        return self.constants.get("task3", 0.0) - F.softplus(self.bare("C")(x))
 
     def scores(self, x):
         """Every score the phases run so far define, from one pass: the paper's ablations of Figures 6-8 (Task 1's
@@ -403,7 +412,7 @@ class OMASGAN(TorchMethod):
             if "task3" in ran:
                 out["task3"] = self.fd_task3(x).float()
             if "task3j" in ran:
-                out["detector"] = torch.sigmoid(self.nets["J"](x)).float()
+                out["detector"] = torch.sigmoid(self.bare("J")(x)).float()
                 out["full"] = out["detector"] + p.lam * out["task3"]
         out["score"] = out[p.score]
         return out

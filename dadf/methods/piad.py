@@ -79,6 +79,11 @@ class PIAD(TorchMethod):
         self.dz = self.add("dz", WGANCritic(LatentCritic(w)), critic_opt)
         features = None if p.rec_loss == "l2" else VGGFeatures(p.vgg_weights, p.vgg_download, seed)
         self.rec = PerceptualLoss(p.rec_loss, features).to(self.accelerator.device)
+        if self.accelerator.device.type == "cuda":
+            # The fixed VGG in the trainer's memory format and mixed precision, as the trained networks are (on CPU
+            # it stays in fp32 and contiguous, as finished CPU cells ran it).
+            self.rec = self.strategy.place(self.rec)
+            self.rec.forward = self.accelerator.autocast()(self.rec.forward)
         if p.vgg_stats not in ("train", "none") and p.rec_loss != "l2":
             self.rec.set_stats(*load_stats(p.vgg_stats))
         self.policy = GradNormWeights(WeightPolicyParams(p.weight_period, p.weight_history, p.weight_smoothing,
@@ -126,8 +131,9 @@ class PIAD(TorchMethod):
         p = self.params
         gamma_g, gamma_e = self.policy.gamma("g"), self.policy.gamma("e")
         z = self.noise(len(x), self.widths.latent)
-        # E's share of the reconstruction gradient is read at backward time, so a weight update below still applies
-        e_factor = torch.tensor(gamma_e / gamma_g)
+        # E's share of the reconstruction gradient is read at backward time, so a weight update below still applies;
+        # on the device, where the backward reads it
+        e_factor = torch.full((), gamma_e / gamma_g, device=x.device)
         out = self.eg(x, z, e_factor=e_factor)
         code, rec_x, fake = out["e"], out["x_hat"], out["x_fake"]
         with self.frozen("dx") as dx, self.frozen("dz") as dz:
@@ -135,12 +141,12 @@ class PIAD(TorchMethod):
             adv_e = -dz.critic(code).mean()
         rec = self.rec(x, rec_x).mean()
         if p.weighting == "gradnorm" and self.policy.due(iteration):
-            self._record_gradients(adv_g, adv_e, rec, float(e_factor))
+            self._record_gradients(adv_g, adv_e, rec, gamma_e / gamma_g)
             gamma_g, gamma_e = self.policy.refresh("g", "adv_g", "rec_g"), self.policy.refresh("e", "adv_e", "rec_e")
             e_factor.fill_(gamma_e / gamma_g)
         self.update("eg", adv_g + adv_e + gamma_g * rec)
-        return {"rec": rec.detach(), "adv_g": adv_g.detach(), "adv_e": adv_e.detach(),
-                "gamma_g": torch.tensor(gamma_g, device=x.device), "gamma_e": torch.tensor(gamma_e, device=x.device)}
+        gammas = {k: torch.full((), v, device=x.device) for k, v in (("gamma_g", gamma_g), ("gamma_e", gamma_e))}
+        return {"rec": rec.detach(), "adv_g": adv_g.detach(), "adv_e": adv_e.detach(), **gammas}
 
     def _record_gradients(self, adv_g, adv_e, rec, e_factor):
         """Per-layer gradient sizes of each loss (Algorithm 2), averaged over processes so all ranks agree."""

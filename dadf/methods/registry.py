@@ -38,3 +38,8 @@ def label(method_cfg) -> str:
     cls = get_method(method_cfg["name"])
     own = getattr(cls, "label", None)
     return own(method_cfg) if own is not None else cls.name
+
+
+def accelerated(name: str) -> bool:
+    """Whether cells of method ``name`` want a GPU (torch methods) or run on CPUs only (scikit-learn, PyOD)."""
+    return bool(get_method(name).accelerated)

@@ -160,7 +160,8 @@ class SimplexAE(TorchMethod):
             w_dist = (d[: len(x)] - d[len(x):]).mean()
             loss_recon = -w_dist
             if self.use_gp:
-                gp = pair_gradient_penalty(self.d_recon, x, x, x_hat, self.noise(len(x), kind="uniform"))
+                gp = pair_gradient_penalty(self.strategy.for_penalty(self.d_recon), x, x, x_hat,
+                                           self.noise(len(x), kind="uniform"))
                 loss_recon = loss_recon + p.gp_weight * gp
                 logs["gp"] = gp.detach()
             loss_inter, _ = self.inter_losses(self.d_inter, x, x_inter, idx, w)
@@ -178,13 +179,13 @@ class SimplexAE(TorchMethod):
 
     def reconstruct(self, x):
         with self.evaluating():
-            return self.eg(x)["x_hat"]
+            return self.bare("eg")(x)["x_hat"]
 
     def score(self, x):
         """R(x) = ‖f(x, x) − f(x, G(E(x)))‖₁ with f D_recon's penultimate features."""
         with self.evaluating():
-            critic = self._module(self.nets["d_recon"])
-            x_hat = self._module(self.nets["eg"])(x)["x_hat"]
+            critic = self.bare("d_recon")
+            x_hat = self.bare("eg")(x)["x_hat"]
             return (critic.features(x, x) - critic.features(x, x_hat)).abs().flatten(1).sum(1).float()
 
     def selection_scores(self, val_x):

@@ -26,8 +26,10 @@ class BatchStream:
         self._perm = self._permutation(0)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
+        """The epoch's order, drawn on the CPU (the same on every device) and kept where the tensors are: one copy
+        per epoch, none per step."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g)
+        return torch.randperm(self.n, generator=g).to(self.tensors["x"].device)
 
     def next_indices(self) -> torch.Tensor:
         parts, need = [], self.batch_size
@@ -53,12 +55,11 @@ class BatchStream:
         """(first global row, micro-batch) of each of this step's micro-batches on this rank: its rows of one
         global batch."""
         idx = self.next_indices()
+        device = torch.device(device)
         for m in range(sched.accumulate):
             lo, hi = sched.rows(m, rank, world)
             rows = idx[lo:hi]
-            if self.tensors["x"].device != rows.device:
-                rows = rows.to(self.tensors["x"].device)
-            yield lo, {k: v[rows].to(device, non_blocking=True) for k, v in self.tensors.items()}
+            yield lo, {k: _to(v[rows], device) for k, v in self.tensors.items()}
 
     def close(self) -> None:
         pass
@@ -77,6 +78,13 @@ class BatchStream:
             )
         self.epoch, self.position = state["epoch"], state["position"]
         self._perm = self._permutation(self.epoch)
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; a CPU batch bound for a GPU goes through pinned memory, so the copy is asynchronous."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 def make_batch_stream(tensors: dict, sched, seed: int, rank: int, world: int, tcfg):

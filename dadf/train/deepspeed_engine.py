@@ -4,6 +4,11 @@ Accelerate prepares only one model under DeepSpeed, and a GAN's networks are not
 generator's output; they step at different times), so each network gets its own ``deepspeed.initialize`` with
 ZeRO stage 0-2 over the same data-parallel group. Engines average gradients across ranks like DDP does, so the
 losses match the DDP path on the same data.
+
+Under bf16 / fp16, DeepSpeed casts a network's parameters (and buffers) to that type but not what it is given: the
+data, the noise, another network's output. ``cast_inputs_to_parameters`` makes each layer that holds parameters cast
+its floating-point inputs to their type, which covers the engine's forward and every direct use of the bare network
+(a frozen critic in the generator's loss, a critic's features in a score).
 """
 from __future__ import annotations
 
@@ -40,6 +45,33 @@ def config(micro_batch: int, accumulate: int, world: int, precision: str, zero_s
     if precision in PRECISION_KEYS:
         cfg[PRECISION_KEYS[precision]] = {"enabled": True}
     return cfg
+
+
+def _cast(value, dtype: torch.dtype):
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() and value.dtype != dtype else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast(v, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _cast(v, dtype) for k, v in value.items()}
+    return value
+
+
+def _cast_hook(module: torch.nn.Module, args: tuple, kwargs: dict):
+    own = next(iter(module.parameters()), None)
+    if own is None or not own.is_floating_point():
+        return None
+    return _cast(args, own.dtype), _cast(kwargs, own.dtype)
+
+
+def cast_inputs_to_parameters(net: torch.nn.Module) -> None:
+    """Every layer of ``net`` that holds parameters of a half type casts its floating-point inputs to that type
+    before its forward (a differentiable cast: gradients reach fp32 inputs). Nothing changes for fp32 networks."""
+    if not any(p.dtype in (torch.float16, torch.bfloat16) for p in net.parameters()):
+        return
+    for m in net.modules():
+        if next(m.parameters(recurse=False), None) is not None or hasattr(m, "parametrizations"):
+            m.register_forward_pre_hook(_cast_hook, with_kwargs=True)
 
 
 def initialize(net: torch.nn.Module, optimizer: torch.optim.Optimizer, ds_config: dict):

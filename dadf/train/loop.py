@@ -9,7 +9,9 @@
 
 Distributed: run the same command under torchrun (or a SLURM job with several tasks). ``trainer.batch_size`` is
 the GLOBAL batch of one optimiser step (all ranks and micro-batches together), so the learning rate needs no
-scaling rule: 1, 2 or 8 processes, with or without accumulation, follow the same optimisation path.
+scaling rule: 1, 2 or 8 processes follow the same optimisation path (BatchNorm included: ``trainer.sync_bn``
+normalises over the global batch), and so does gradient accumulation for nets without BatchNorm (BatchNorm
+normalises each micro-batch on its own).
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ from dadf.train.batches import make_batch_stream
 from dadf.train.preemption import PreemptionGuard
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+# trainer.sync_every=null: steps between the ranks' agreement (one host sync) by device type. On a GPU a sync per
+# step stalls the launch queue; 50 steps keep a preemption's reaction well inside a scheduler's warning time.
+SYNC_EVERY = {"cpu": 1, "cuda": 50}
 # trainer.selection=train_<criterion>: the method's criterion on the training normals, for protocols without a
 # validation split (the simplex paper: the lowest mean R-score of the training samples after epoch 60)
 TRAIN_CRITERION = "train_"
@@ -69,6 +74,9 @@ def make_accelerator(tcfg: DictConfig) -> Accelerator:
     AcceleratorState._reset_state()  # several cells in one process (debug launcher) may differ in precision
     accelerator = Accelerator(cpu=cpu, mixed_precision=PRECISIONS[tcfg.precision],
                               dynamo_backend="inductor" if tcfg.compile else "no")
+    if accelerator.device.type == "cuda":
+        # cuDNN picks the fastest convolution algorithm per shape (the shapes of a cell repeat every step)
+        torch.backends.cudnn.benchmark = True
     if accelerator.num_processes != world:
         raise RuntimeError(
             f"this process sees {accelerator.num_processes} process(es) but WORLD_SIZE={world}: the processes do not "
@@ -99,8 +107,14 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state.get("cuda") and torch.cuda.is_available():
+        # One state per device the writer saw; a resume may see fewer (or more) devices: restore those both have.
+        saved, visible = state["cuda"], torch.cuda.device_count()
+        for i in range(min(len(saved), visible)):
+            torch.cuda.set_rng_state(saved[i], i)
+        if len(saved) != visible:
+            warnings.warn(f"the checkpoint holds the RNG states of {len(saved)} CUDA device(s), this process sees "
+                          f"{visible}: restored the first {min(len(saved), visible)}")
 
 
 def _all_gather_objects(accelerator: Accelerator, obj) -> list:
@@ -128,7 +142,7 @@ class Schedule:
         self.steps_per_epoch = math.ceil(n_train / self.global_batch)
         self.total = int(tcfg.steps) if tcfg.steps is not None else int(tcfg.epochs) * self.steps_per_epoch
         self.eval_every = int(tcfg.eval_every) if tcfg.eval_every is not None else self.steps_per_epoch
-        self.sync_every = int(tcfg.sync_every)
+        self.sync_every = int(tcfg.sync_every) if tcfg.get("sync_every") is not None else None  # None: by device
 
     def rows(self, micro: int, rank: int, world: int) -> tuple[int, int]:
         lo = (micro * world + rank) * self.micro
@@ -161,6 +175,7 @@ class Trainer:
             # Small datasets live on the GPU: batches are gathered there, no host-to-device copy per step.
             self.tensors = {k: v.to(self.acc.device) for k, v in self.tensors.items()}
         self.stream = make_batch_stream(self.tensors, schedule, int(seed), self.rank, self.world, self.tcfg)
+        self.sync_every = schedule.sync_every or SYNC_EVERY.get(self.acc.device.type, SYNC_EVERY["cuda"])
         self.total = method.planned_steps(schedule.total)
         self.step = 0
         self.curves = tracking.Curves()  # live curves (trainer.tracker), opened by run() at its first step
@@ -258,7 +273,10 @@ class Trainer:
                     bad_losses[k] = torch.where(first_bad, v.detach().float(), bad_losses[k])
                 log_count += 1
                 at_end = self.step == self.total
-                if self.step % self.sched.sync_every == 0 or at_end:
+                saving = self.step % int(self.tcfg.checkpoint_every) == 0 or at_end
+                validating = self.selection != "last" and (self.step % self.sched.eval_every == 0 or at_end)
+                # a state is checked for non-finite losses before it is saved or validated
+                if self.step % self.sync_every == 0 or saving or validating:
                     bad_step, signum = self._agree(bad, guard)
                     if bad_step:
                         which = ", ".join(f"{k}={float(v)}" for k, v in bad_losses.items())
@@ -270,12 +288,12 @@ class Trainer:
                 if self.step % int(self.tcfg.log_every) == 0 or at_end:
                     self._log({k: v / log_count for k, v in log_sums.items()})
                     log_sums, log_count = {}, 0
-                if self.selection != "last" and (self.step % self.sched.eval_every == 0 or at_end):
+                if validating:
                     self._validate()
                 if signum is not None:
                     self.save()
                     raise guard.preempted(signum, self.step)
-                if self.step % int(self.tcfg.checkpoint_every) == 0 or at_end:
+                if saving:
                     self.save()
         bar.close()
         self.stream.close()  # a shard stream's reader workers exit
@@ -300,7 +318,9 @@ class Trainer:
                 batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
             self.method.begin(StepContext(step=self.step, micro=m, accumulate=self.sched.accumulate, batch_lo=lo,
                                           global_batch=self.sched.global_batch))
-            out = self.method.train_step(batch, self.step)
+            last = m == self.sched.accumulate - 1
+            with contextlib.nullcontext() if last else self.method.local_gradients():
+                out = self.method.train_step(batch, self.step)
             for k, v in out.items():
                 losses[k] = losses.get(k, 0) + v.detach() / self.sched.accumulate
         return losses

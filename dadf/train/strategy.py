@@ -5,6 +5,8 @@ dadf.methods.interface.Strategy.
 - ``ddp``: Accelerate's DistributedDataParallel, with DDP options per network and no all-reduce before the last
   micro-batch of a step;
 - ``deepspeed``: one DeepSpeed engine per network (ZeRO 0-2); see deepspeed_engine.py.
+
+On several processes, BatchNorm layers normalise over the global batch (``trainer.sync_bn``, on by default).
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ class DDP(SingleProcess):
             self.accelerator.ddp_handler = saved
 
     def keep_gradients_local(self, net):
-        # Only the last micro-batch all-reduces gradients across ranks; the others accumulate locally.
+        # Only the last micro-batch all-reduces gradients across ranks; the others accumulate locally. DDP decides
+        # at each forward whether the next backward all-reduces, so the forwards must be inside too.
         return self.accelerator.no_sync(net)
 
 
@@ -44,16 +47,23 @@ class DeepSpeed(Strategy):
     micro-batch (TorchMethod.update checks it)."""
 
     def __init__(self, accelerator: Accelerator, channels_last: bool, micro_batch: int, accumulate: int,
-                 precision: str, zero_stage: int):
-        super().__init__(accelerator, channels_last)
+                 precision: str, zero_stage: int, sync_bn: bool = False):
+        super().__init__(accelerator, channels_last, sync_bn)
         self.zero_stage = zero_stage
         self.config = deepspeed_engine.config(micro_batch, accumulate, accelerator.num_processes, precision,
                                               zero_stage)
 
     def wrap(self, net, opt, *, broadcast_buffers=True, find_unused_parameters=False):
-        return deepspeed_engine.initialize(net, opt, self.config)
+        engine, ds_opt = deepspeed_engine.initialize(net, opt, self.config)
+        deepspeed_engine.cast_inputs_to_parameters(engine.module)
+        return engine, ds_opt
 
     def module(self, net):
+        return net.module
+
+    def for_penalty(self, net):
+        # An engine hooks the backward of its outputs and refuses one it does not run itself (autograd.grad): the
+        # penalty goes through the bare network, whose parameter gradients the engine reduces like any other.
         return net.module
 
     def update(self, net, opt, loss, ctx):
@@ -78,6 +88,13 @@ class DeepSpeed(Strategy):
         opt.load_state_dict(state)
 
 
+def sync_bn(tcfg: DictConfig, processes: int) -> bool:
+    """Whether BatchNorm layers normalise over the global batch: ``trainer.sync_bn``, null = yes; only several
+    processes have anything to synchronise."""
+    value = tcfg.get("sync_bn")
+    return processes > 1 and (value is None or bool(value))
+
+
 def make_strategy(tcfg: DictConfig, accelerator: Accelerator, schedule: Schedule | None,
                   method: str = "") -> Strategy:
     """The strategy ``trainer.strategy`` names, for this run's processes and micro-batches. A method that is not
@@ -88,9 +105,10 @@ def make_strategy(tcfg: DictConfig, accelerator: Accelerator, schedule: Schedule
     if tcfg.strategy not in STRATEGIES:
         raise ValueError(f"trainer.strategy={tcfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     channels_last = channels_last_for(tcfg, method, accelerator.device.type)
+    sync = sync_bn(tcfg, accelerator.num_processes)
     if schedule is None or (tcfg.strategy == "ddp" and accelerator.num_processes == 1):
         return SingleProcess(accelerator, channels_last)
     if tcfg.strategy == "ddp":
-        return DDP(accelerator, channels_last)
+        return DDP(accelerator, channels_last, sync)
     return DeepSpeed(accelerator, channels_last, schedule.micro, schedule.accumulate, str(tcfg.precision),
-                     int(tcfg.zero_stage))
+                     int(tcfg.zero_stage), sync)

@@ -24,12 +24,14 @@ from .slurm_helpers import REPO, cell_dirs, job_ids, launch, run_job, state, wai
 
 pytestmark = pytest.mark.slurm  # needs the dev cluster (conftest.py brings it up)
 
+# CPU cells: launcher.gpus=0 (cells of torch methods ask for a GPU by default)
 COMMON = ["launcher.job_name=dadf-test", "dataset=synthetic", "grid.classes=[0]", "trainer.batch_size=16",
-          "trainer.log_every=100", "launcher.cpus=1", "launcher.mem_gb=1", "launcher.time_min=15"]
+          "trainer.log_every=100", "launcher.gpus=0", "launcher.cpus=1", "launcher.mem_gb=1", "launcher.time_min=15"]
 # Long enough (tens of seconds) that a signal lands mid-training; the same config in three runs folders.
 LONG = [*COMMON, "grid.methods=[ae]", "trainer.steps=4000", "trainer.checkpoint_every=100000"]
 GRID = ["launcher.job_name=dadf-test", "dataset=synthetic", "grid.methods=[ae,iforest,deep_svdd]", "grid.classes=[0,1]",
-        "trainer.steps=200", "trainer.batch_size=16", "launcher.cpus=1", "launcher.mem_gb=1", "launcher.time_min=15",
+        "trainer.steps=200", "trainer.batch_size=16", "launcher.gpus=0", "launcher.cpus=1", "launcher.mem_gb=1",
+        "launcher.time_min=15",
         # deep_svdd's cells fail at run time (NonFiniteLoss), after validation has let them through
         "launcher.resources={iforest:{cpus:2}}", "+grid.method_overrides.deep_svdd=['method.lr=1e30']"]
 

@@ -60,8 +60,9 @@ def test_resources_per_method_and_dataset_make_one_group_each(compose_cfg, tmp_p
     # dataset entry, then method, then method/dataset; the rest from the defaults
     assert (ae.gpus, ae.ntasks, ae.cpus, ae.mem_gb, ae.time_min) == (2, 2, 3, 2, 30)
     svdd = by_method["deep_svdd"][0]
-    assert (svdd.gpus, svdd.ntasks, svdd.cpus, svdd.mem_gb) == (0, 1, base.launcher.cpus, 2)
-    assert by_method["iforest"][0].cpus == 1
+    assert (svdd.gpus, svdd.ntasks, svdd.cpus, svdd.mem_gb) == (1, 1, base.launcher.cpus, 2)  # a torch method: 1 GPU
+    iforest = by_method["iforest"][0]
+    assert (iforest.gpus, iforest.ntasks, iforest.cpus) == (0, 1, 1)  # a shallow method: none
 
 
 def test_sbatch_script_carries_the_settings(compose_cfg, tmp_path):
