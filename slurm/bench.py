@@ -71,12 +71,13 @@ def _submission(runs: Path, cells_wanted: int, max_array_size: int) -> dict:
     lcfg = base.launcher
     grid_dir = Path(cells[0].dir).parent
     try:
-        todo, _ = prepare(cells, False, True)
+        todo, _ = prepare(cells, False, True, write=True)  # as launcher=slurm does: every folder, one sync
         t_write = time.time()
         limits = slurm.cluster_limits(lcfg)
         submitted = slurm.submit(todo, lcfg, grid_dir, limits)
         t_submit = time.time()
-        _, queued, again, _ = slurm.run_slurm(cells, lcfg, False, True, prepare)
+        _, queued, again, _ = slurm.run_slurm(cells, lcfg, False, True,
+                                              lambda cs, f, r: prepare(cs, f, r, write=True))
         t_relaunch = time.time()
     finally:
         subprocess.run(["scancel", "--name=dadf-bench-submit"], capture_output=True)

@@ -78,6 +78,7 @@ def test_slurm_prepare_writes_every_folder_in_one_pass_with_one_sync(composer, d
     todo, _ = prepare(cells, force=False, retry_failed=True, write=True)
     assert len(todo) == 50 and all((c.dir / "cell.yaml").is_file() for c in cells)
     assert all(store.read_status(c.dir)["state"] == store.PENDING for c in cells)
+    assert all(store.read_cell_data(c.dir) == c.data for c in cells)
     assert calls == {"fsync": 0, "sync": 1}
 
 

@@ -141,8 +141,13 @@ def _template(cfg: DictConfig, compose: Compose) -> dict:
 def freeze(template: dict, grid_name: str, axes: dict, seed: int, target_class: int | None, label: str,
            shared: dict | None = None) -> dict:
     """One cell's own config (plain data, as cell.yaml holds it): the template with its seed and class.
-    ``shared``: ``identity``'s parts that the template's cells share (filled on first use)."""
-    cell = pickle.loads(pickle.dumps(template, pickle.HIGHEST_PROTOCOL))  # a deep copy of plain data, fast
+    ``shared``: ``identity``'s parts that the template's cells share (filled on first use).
+
+    The blocks no cell changes (method, dataset, trainer, paths) are the template's own objects, shared by its
+    cells and never changed in place: writing cell.yaml renders each such block once (``store.write_cell_config``).
+    The protocol, which holds the class, is each cell's own copy."""
+    cell = dict(template)
+    cell["protocol"] = pickle.loads(pickle.dumps(template["protocol"], pickle.HIGHEST_PROTOCOL))  # a fast deep copy
     cell["seed"] = seed
     if target_class is not None:
         cell["protocol"]["target_class"] = target_class

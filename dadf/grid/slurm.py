@@ -134,6 +134,9 @@ class Limits:
 
     max_array_size: int = SLURM_DEFAULT_MAX_ARRAY_SIZE
     max_submit_jobs: int | None = None
+    # MaxJobCount: job records slurmctld holds at once, every user's and those ended in the last MinJobAge
+    # seconds, array tasks one by one (None: not read)
+    max_job_count: int | None = None
     source: dict[str, str] = field(default_factory=lambda: {"max_array_size": "SLURM default",
                                                             "max_submit_jobs": "SLURM default"})
 
@@ -144,8 +147,9 @@ class Limits:
 
     def describe(self) -> str:
         jobs = "none" if self.max_submit_jobs is None else self.max_submit_jobs
+        total = "" if self.max_job_count is None else f", MaxJobCount={self.max_job_count} (scontrol)"
         return (f"max_array_size={self.max_array_size} ({self.source['max_array_size']}), "
-                f"max_submit_jobs={jobs} ({self.source['max_submit_jobs']})")
+                f"max_submit_jobs={jobs} ({self.source['max_submit_jobs']}){total}")
 
 
 def cluster_limits(lcfg: DictConfig) -> Limits:
@@ -154,7 +158,9 @@ def cluster_limits(lcfg: DictConfig) -> Limits:
     SLURM's defaults. Never fails: a cluster that does not answer gives the defaults."""
     size, jobs = lcfg.get("max_array_size"), lcfg.get("max_submit_jobs")
     limits = Limits()
-    conf = _scontrol_config(_timeout(lcfg)) if size is None or jobs is None else {}
+    conf = _scontrol_config(_timeout(lcfg))
+    if conf.get("MaxJobCount", "").isdigit():
+        limits.max_job_count = int(conf["MaxJobCount"])
     if size is not None:
         limits.max_array_size, limits.source["max_array_size"] = int(size), "launcher setting"
     elif conf.get("MaxArraySize", "").isdigit():
@@ -384,19 +390,26 @@ def run_slurm(cells, lcfg: DictConfig, force: bool, retry_failed: bool, prepare)
             active = {}
         queued = [c for c in cells if active.get(c.id)]
         limits = cluster_limits(lcfg)
-        room, in_queue = None, 0
+        room, in_queue, why = None, 0, []
         if limits.max_submit_jobs is not None:
             in_queue = queued_by_user(timeout)
             room = max(0, limits.max_submit_jobs - in_queue)
+            why.append(f"max_submit_jobs={limits.max_submit_jobs} ({limits.source['max_submit_jobs']}) and "
+                       f"{in_queue} of your jobs were queued or running")
+        if limits.max_job_count is not None:  # the controller's own cap, over every user's jobs
+            free = max(0, limits.max_job_count - len(states) - 1)
+            if room is None or free < room:
+                room = free
+                why.append(f"the cluster holds at most MaxJobCount={limits.max_job_count} jobs and knows of "
+                           f"{len(states)}")
         todo, finished, waiting = take(
             [c for c in cells if not active.get(c.id)], room, lambda cs: prepare(cs, force, retry_failed),
             unfinished=lambda c: force or not (store.is_done(c.dir) or (
                 not retry_failed and store.read_status(c.dir).get("state") == store.FAILED)))
         submitted = submit(todo, lcfg, grid_dir, limits) if todo else {}
         if waiting:
-            print(f"{waiting} cell{'s' * (waiting != 1)} wait for the next launch: max_submit_jobs="
-                  f"{limits.max_submit_jobs} ({limits.source['max_submit_jobs']}) and {in_queue} of your jobs were "
-                  f"queued or running; run the same command again when some have ended to submit the rest")
+            print(f"{waiting} cell{'s' * (waiting != 1)} wait for the next launch: {'; '.join(why)}; run the same "
+                  f"command again when some have ended to submit the rest")
     return finished, queued, todo, submitted
 
 
