@@ -61,8 +61,8 @@ if str(REPO) not in sys.path[:1]:
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, for the MFU column. Sources: NVIDIA's "H100 Tensor Core
 # GPU" datasheet (2023) gives BF16 1,979 TFLOPS (SXM), 1,513 (PCIe) and 1,671 (NVL) "with sparsity": dense is half;
 # NVIDIA's "H200 Tensor Core GPU" datasheet (2024) gives 1,979 (SXM, named plainly "NVIDIA H200") and 1,671 (NVL).
-# The most specific name that the device name contains wins. /work/.library/device/KINDS.md measured 769-798
-# TFLOP/s for a large bf16 matrix product on random data on this workplace's H200: that is the practical ceiling.
+# The most specific name that the device name contains wins. A large bf16 matrix product on random data reaches
+# about 770-800 TFLOP/s on an H200: that is the practical ceiling.
 BF16_DENSE_PEAK_TFLOPS = {
     "H100 PCIe": 756.0,
     "H100 NVL": 835.5,
@@ -71,7 +71,7 @@ BF16_DENSE_PEAK_TFLOPS = {
     "H200": 989.4,
 }
 
-# What dadf imports that the GPU machine lacks (/work/.library/device/KINDS.md's package list), as distributions
+# What dadf imports that a GPU machine with torch alone lacks, as distributions
 # to carry as wheels, at this environment's versions (importlib.metadata). deepspeed is left out:
 # it is imported only by trainer.strategy=deepspeed, and it is no pure-Python wheel.
 WHEELS = ("hydra-core", "omegaconf", "antlr4-python3-runtime", "webdataset", "braceexpand", "submitit", "cloudpickle")

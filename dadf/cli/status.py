@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if not grid_dir.is_dir():
         print(f"error: {grid_dir} does not exist: run python jobs/launch_grid.py grid=<name> first", file=sys.stderr)
         return 2
-    from dadf.grid.aggregate import _no_cyclic_gc, aggregate
+    from dadf.grid.aggregate import aggregate, no_cyclic_gc
     from dadf.grid.table import load_records
 
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         records = load_records(grid_dir)  # every cell's files read once, for the counts and for the table
     if not records:
         print(f"error: {grid_dir} holds no cells (no grid.json, no */cell.yaml)", file=sys.stderr)

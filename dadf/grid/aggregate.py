@@ -75,12 +75,12 @@ def aggregate(grid_dir: Path | str | list, metrics: list[str] | None = None, plo
     date); a folder that refuses writes (read-only, no permission) gets one warning, the tables are still returned.
     write=False touches nothing (status.py). `rope`: the region of practical equivalence of the Bayesian test.
     `records`: the cells already read (load_records), so that a caller that read them reads no file twice."""
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         return _aggregate(grid_dir, metrics, plots, write, cells, all_cells, out, rope, records)
 
 
 @contextmanager
-def _no_cyclic_gc():
+def no_cyclic_gc():
     """The records and tables of a large grid are a million small objects that live until the end: the cyclic
     collector would walk them again and again (a third of the reading time at 10,000 cells). Reference counting
     still frees what is dropped; the collector runs again afterwards."""

@@ -71,9 +71,7 @@ def prepare(cells: list[Cell], force: bool, retry_failed: bool, summary: LaunchS
                     summary.busy[cell.id] = f"being run by {holder}"
                 continue
             status = store.read_status(cell.dir)
-            state = status.get("state")
-            finished = (state == store.DONE and (cell.dir / "metrics.json").exists()) or \
-                (state == store.FAILED and not retry_failed)
+            finished = store.is_done(cell.dir, status) or (status.get("state") == store.FAILED and not retry_failed)
             if finished and not force:
                 skipped.append(cell)
                 continue

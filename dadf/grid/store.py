@@ -184,9 +184,11 @@ def write_status(cell_dir: Path, state: str, sync: bool = True, **fields) -> dic
     return status
 
 
-def is_done(cell_dir: Path) -> bool:
-    """Finished with readable results (read_status); otherwise the launcher runs the cell (again)."""
-    return read_status(cell_dir).get("state") == DONE and (Path(cell_dir) / "metrics.json").exists()
+def is_done(cell_dir: Path, status: dict | None = None) -> bool:
+    """Finished with readable results (read_status, or the ``status`` it gave); otherwise the launcher runs the
+    cell (again)."""
+    status = read_status(cell_dir) if status is None else status
+    return status.get("state") == DONE and (Path(cell_dir) / "metrics.json").exists()
 
 
 def liveness(cell_dir: Path, status: dict) -> str | None:
