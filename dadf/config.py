@@ -31,7 +31,15 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from dadf.data.protocols import PROTOCOLS
 from dadf.identity import UNHASHED, added  # noqa: F401 -- added: the schemas' marker, importable from here too
 
-_CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
+
+def _config_dir() -> str:
+    """configs/ at the checkout's root (the one copy; an editable install), or dadf/configs/ in a wheel, which ships
+    that folder as ``dadf.configs`` (pyproject.toml)."""
+    here = Path(__file__).resolve().parent
+    return str(here / "configs" if (here / "configs").is_dir() else here.parent / "configs")
+
+
+_CONFIG_DIR = _config_dir()
 
 _UNHASHED = UNHASHED
 
@@ -95,7 +103,7 @@ class TrainerConfig:
 
 @dataclasses.dataclass
 class DatasetConfig:
-    """The fields of every dataset file (dadf/configs/dataset/<name>.yaml: which data, how it is converted)."""
+    """The fields of every dataset file (configs/dataset/<name>.yaml: which data, how it is converted)."""
 
     name: str = MISSING
     source: str = MISSING  # the loader registered in dadf/data/sources/

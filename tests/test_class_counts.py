@@ -20,7 +20,7 @@ from dadf.grid.validate import check_cells
 
 DATASETS = Path(CONFIG_DIR) / "dataset"
 
-# What dadf/configs/dataset/*.yaml said before the counts came from the sources: ids hash these values.
+# What configs/dataset/*.yaml said before the counts came from the sources: ids hash these values.
 COUNTS_OF_THE_YAML = {"arrhythmia": 2, "cifar10": 10, "cifar100": 100, "cifar10_jpg": 10, "digits": 10, "fmnist": 10,
                       "kdd99": 2, "mnist": 10, "notmnist": 10, "omniglot": 30, "svhn": 10, "synthetic": 10,
                       "thyroid": 2}

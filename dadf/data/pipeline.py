@@ -47,7 +47,8 @@ def dataset_name(dcfg: DictConfig) -> str:
 
 
 # dadf.config.CONFIG_DIR's dataset files (not imported from there: dadf.config imports dadf.data)
-_DATASET_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
+_PACKAGE = Path(__file__).resolve().parents[1]
+_DATASET_CONFIGS = (_PACKAGE if (_PACKAGE / "configs").is_dir() else _PACKAGE.parent) / "configs" / "dataset"
 _UNSET = object()
 
 

@@ -267,7 +267,7 @@ class WithPParams(OneClassParams):
 
 @dataclass
 class OODParams:
-    secondary: str | None = None  # the anomalies' dataset: a file of dadf/configs/dataset/ (root: dataset.root's)
+    secondary: str | None = None  # the anomalies' dataset: a file of configs/dataset/ (root: dataset.root's)
     ratio: float = 0.2  # test anomalies, as a share of the test set
     val_anomalies: int = 50
     val_fraction: float = 0.0

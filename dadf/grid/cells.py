@@ -277,7 +277,7 @@ def unknown_dataset(value: str, files) -> str:
         generic = [f"{name} ({line})" for name, line in generic_sources().items()] or list(_GENERIC_SOURCES)
     except ImportError:
         generic = list(_GENERIC_SOURCES)
-    return (f"dataset={value} is not a dataset file (dadf/configs/dataset/, or a folder of yours in hydra.searchpath);"
+    return (f"dataset={value} is not a dataset file (configs/dataset/, or a folder of yours in hydra.searchpath);"
             f" the files: {', '.join(files or [])}. Your own data needs no file: a generic source reads it, "
             f"dataset=<source> with its params: {'; '.join(generic)}. docs/data.md shows each, with templates")
 

@@ -333,7 +333,7 @@ def _protocol_problems(p: dict, d: dict) -> list[str]:
     refusal = _fits(name, source, secondary)
     if refusal and secondary is None and not _fits(name, source, source):
         # it splits once given any secondary dataset: the secondary is what is missing
-        out.append(f"protocol.secondary=null (protocol {name}) must name a dataset of dadf/configs/dataset/: {refusal}")
+        out.append(f"protocol.secondary=null (protocol {name}) must name a dataset of configs/dataset/: {refusal}")
     elif refusal:
         fitting = [q for q in protocols.PROTOCOLS if not _fits(q, source, secondary or source)]
         out.append(f"protocol={name} does not fit dataset={d.get('name')} ({source.kind}, parts "
