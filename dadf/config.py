@@ -15,6 +15,12 @@ declared with ``added(default, before=...)`` (dadf/identity.py): it joins the id
 from the behaviour the code had before it existed, so finished grids keep their ids (tests/test_cell_ids.py pins
 some).
 
+A field with a closed set of values is typed by a ``Choice`` enum, whose members are those strings, and a number's
+range is its metadata (``at_least``, ``within``): both are read by the one checker of dadf/checks.py, which
+``trainer_problems`` below runs with the trainer's rule across fields, the batch split. A composed config holds the
+choices as enum members: ``OmegaConf.to_container(..., enum_to_str=True)`` gives the plain strings that cell.yaml and
+the cell ids hold.
+
 Asking for ``CONFIG_DIR`` (whoever composes needs it) registers the schemas first (``register()``, once). Only then
 are the methods imported, so that readers of results (status, aggregate) that import a schema from here never pay
 for torch.
@@ -28,6 +34,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from dadf import checks
+from dadf.checks import at_least, choices, within
 from dadf.data.protocols import PROTOCOLS
 from dadf.identity import UNHASHED, added  # noqa: F401 -- added: the schemas' marker, importable from here too
 
@@ -43,6 +51,17 @@ _CONFIG_DIR = _config_dir()
 
 _UNHASHED = UNHASHED
 
+# The trainer's and launchers' closed sets of values (dadf/checks.py: Hydra refuses any other when it composes).
+Precision = choices("Precision", ("fp32", "bf16", "fp16"))
+StrategyName = choices("StrategyName", ("ddp", "deepspeed"))
+Device = choices("Device", ("auto", "cpu"))
+DataMode = choices("DataMode", ("auto", "memory", "stream"))
+Tracker = choices("Tracker", ("auto", "none", "tensorboard", "wandb", "mlflow"))
+StartMethod = choices("StartMethod", ("forkserver", "spawn"))
+# trainer.selection=train_<criterion>: a method's criterion on the training normals, for protocols without a
+# validation split (the simplex paper: the lowest mean R-score of the training samples after epoch 60)
+TRAIN_CRITERION = "train_"
+
 
 @dataclasses.dataclass
 class TrainerConfig:
@@ -53,17 +72,21 @@ class TrainerConfig:
     normalise over the global batch: sync_bn). Accumulation keeps the path of nets without BatchNorm, which
     normalises each micro-batch on its own."""
 
-    steps: int | None = None  # total steps; null = epochs x ceil(n_train / batch_size)
-    epochs: int = 20
-    batch_size: int = 64  # global batch per optimiser step; must be a multiple of processes x accumulate
-    accumulate: int = 1  # micro-batches per optimiser step (gradient accumulation over every network of the method)
-    eval_batch_size: int = 512
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses the loss scaler on GPU; on CPU it runs as fp32, recorded)
-    strategy: str = "ddp"  # ddp | deepspeed (one DeepSpeed engine per network; see README "Distributed training")
-    zero_stage: int = 0  # DeepSpeed ZeRO stage 0-2 (strategy=deepspeed only)
-    device: str = dataclasses.field(default="auto", metadata=_UNHASHED)  # auto (cuda when present) | cpu
+    # total steps; null = epochs x ceil(n_train / batch_size)
+    steps: int | None = dataclasses.field(default=None, metadata=at_least(1, example=1000))
+    epochs: int = dataclasses.field(default=20, metadata=at_least(1))
+    # global batch per optimiser step; must be a multiple of processes x accumulate (checks.batch_split)
+    batch_size: int = dataclasses.field(default=64, metadata=at_least(1))
+    # micro-batches per optimiser step (gradient accumulation over every network of the method)
+    accumulate: int = dataclasses.field(default=1, metadata=at_least(1))
+    eval_batch_size: int = dataclasses.field(default=512, metadata=at_least(1))
+    precision: Precision = Precision.fp32  # fp16 uses the loss scaler on GPU; on CPU it runs as fp32, recorded
+    # ddp | deepspeed: one DeepSpeed engine per network (docs/training.md)
+    strategy: StrategyName = StrategyName.ddp
+    zero_stage: int = dataclasses.field(default=0, metadata=within(0, 2))  # DeepSpeed ZeRO stage (strategy=deepspeed)
+    device: Device = dataclasses.field(default=Device.auto, metadata=_UNHASHED)  # auto: cuda when present
     # torch intra-op threads per process; null = torch's default
-    num_threads: int | None = dataclasses.field(default=None, metadata=_UNHASHED)
+    num_threads: int | None = dataclasses.field(default=None, metadata={**_UNHASHED, **at_least(1, example=4)})
     # torch.compile every network (Accelerate's dynamo plugin, inductor); gradient penalties run eagerly (no double
     # backward through a compiled graph: docs/performance.md)
     compile: bool = False
@@ -74,31 +97,35 @@ class TrainerConfig:
     data_on_device: bool = dataclasses.field(default=True, metadata=_UNHASHED)
     # where the training data lives: memory (loaded whole) | stream (read from the shards; dadf/data/stream.py) |
     # auto = stream when the dataset is larger than memory_budget, decided at launch and frozen into cell.yaml
-    data: str = added("auto", before="memory")
+    data: DataMode = added(DataMode.auto, before="memory")
     # auto's budget: a fraction of the free memory (the GPU's with data_on_device on a GPU) or a size ("16GB"); it only
     # decides how (the decision is frozen in trainer.data), so it is outside the identity
     memory_budget: Any = dataclasses.field(default=0.5, metadata=_UNHASHED)
     # DataLoader workers reading shards ahead when streaming; the batches do not depend on it
-    data_workers: int = dataclasses.field(default=2, metadata=_UNHASHED)
-    checkpoint_every: int = 1000  # steps between checkpoints (and one at the end of training)
-    keep_checkpoints: int = 2  # newest complete checkpoints kept on disk
+    data_workers: int = dataclasses.field(default=2, metadata={**_UNHASHED, **at_least(0)})
+    # steps between checkpoints (and one at the end of training)
+    checkpoint_every: int = dataclasses.field(default=1000, metadata=at_least(1))
+    keep_checkpoints: int = dataclasses.field(default=2, metadata=at_least(1))  # newest complete checkpoints on disk
     # steps between the ranks' agreement on NaN losses and preemption signals (a host sync); null = by device type:
     # 1 on CPU, 50 on a GPU (dadf.train.loop.SYNC_EVERY)
-    sync_every: int | None = dataclasses.field(default=None, metadata=_UNHASHED)
+    sync_every: int | None = dataclasses.field(default=None, metadata={**_UNHASHED, **at_least(1, example=1)})
     # several processes: BatchNorm layers normalise over the global batch (SyncBatchNorm), so a net with BatchNorm
     # trains as on one process; null = true. metrics.json: hardware.sync_bn (whether a network was synchronised)
     sync_bn: bool | None = added(None, before=None)
     # model selection: last | val_auroc | a criterion the method computes on validation normals (feature_loss) |
-    # train_<criterion>: the same on the training normals (protocols without a validation split)
+    # train_<criterion>: the same on the training normals (protocols without a validation split). An open set (the
+    # method's Method.selection_criteria): selection_problem checks it.
     selection: str = "last"
-    eval_every: int | None = None  # steps between validations when selection != last; null = once per epoch
-    select_after: int | float = 0  # epochs before which validated states are logged but never selected
+    # steps between validations when selection != last; null = once per epoch
+    eval_every: int | None = dataclasses.field(default=None, metadata=at_least(1, example=1000))
+    # epochs before which validated states are logged but never selected
+    select_after: int | float = dataclasses.field(default=0, metadata=at_least(0))
     # steps between lines in the cell's log.jsonl (losses averaged over steps and ranks)
-    log_every: int = dataclasses.field(default=50, metadata=_UNHASHED)
+    log_every: int = dataclasses.field(default=50, metadata={**_UNHASHED, **at_least(1)})
     progress: bool = dataclasses.field(default=True, metadata=_UNHASHED)  # a progress bar in the foreground
     # live curves (losses, validation, learning rates) through Accelerate's trackers, one run per cell folder
     # (dadf/train/tracking.py): auto (tensorboard when installed) | none | tensorboard | wandb (offline) | mlflow
-    tracker: str = dataclasses.field(default="auto", metadata=_UNHASHED)
+    tracker: Tracker = dataclasses.field(default=Tracker.auto, metadata=_UNHASHED)
 
 
 @dataclasses.dataclass
@@ -107,7 +134,7 @@ class DatasetConfig:
 
     name: str = MISSING
     source: str = MISSING  # the loader registered in dadf/data/sources/
-    # folder holding the data (e.g. ../shared/data); null = ./data
+    # folder holding the data (e.g. /data); null = ./data
     root: str | None = dataclasses.field(default=None, metadata=_UNHASHED)
     # true lets torchvision download into root where the files are missing
     download: bool = dataclasses.field(default=False, metadata=_UNHASHED)
@@ -122,17 +149,19 @@ class LocalLauncher:
     """Runs the cells on this machine in worker processes (a crashing cell is recorded as failed; the grid goes on)."""
 
     name: str = "local"
-    workers: int | None = None  # cells run at once; null = as many as fit (cores / threads_per_worker)
+    # cells run at once; null = as many as fit (cores / threads_per_worker)
+    workers: int | None = dataclasses.field(default=None, metadata=at_least(1, example=4))
     # torch threads per worker. Small cells run fastest one thread each, many at once; workers x threads is clamped to
     # the cores (a logged note), since OpenMP threads competing for cores make every cell several times slower.
-    threads_per_worker: int = 1
+    threads_per_worker: int = dataclasses.field(default=1, metadata=at_least(1))
     # forkserver: workers fork from one process that imported the training stack once; spawn: each imports it anew
-    start_method: str = "forkserver"
+    start_method: StartMethod = StartMethod.forkserver
     wait: bool = False  # another launch holds this grid: false = say which and exit, true = wait for it to end
     # GPUs the launcher may give cells of torch methods, one GPU per worker: null = those CUDA_VISIBLE_DEVICES names,
     # else every GPU torch sees; a list of device indices ([0, 2]); [] = none (everything on CPU workers)
     gpus: Any = None
-    cells_per_gpu: int = 1  # workers sharing one GPU (small nets leave a GPU mostly idle with one cell at a time)
+    # workers sharing one GPU (small nets leave a GPU mostly idle with one cell at a time)
+    cells_per_gpu: int = dataclasses.field(default=1, metadata=at_least(1))
 
 
 @dataclasses.dataclass
@@ -205,6 +234,30 @@ def channels_last(tcfg, method: str, device_type: str) -> bool:
     if value is not None:
         return bool(value)
     return device_type in CHANNELS_LAST.get(method, ())
+
+
+def trainer_problems(values, processes: int | None = None) -> list[str]:
+    """Every value of a trainer config (plain data or a config; only the keys it has) outside its choices or range,
+    and, given the number of ``processes``, a global batch that does not split over them (``checks.batch_split``).
+    Run at launch for every cell (dadf/grid/validate.py) and by the trainer on the cell it runs."""
+    data = checks.plain(values)
+    # epochs counts only while steps is null: then setting steps is the other fix
+    fixes = {"epochs": " (or set trainer.steps)"} if data.get("steps") is None else {}
+    out = checks.problems(TrainerConfig, data, "trainer", fixes=fixes)
+    if processes is not None:
+        split = checks.batch_split(data.get("batch_size"), data.get("accumulate"), processes)
+        out += [split] if split else []
+    return out
+
+
+def selection_problem(selection: str, method: str, criteria: tuple[str, ...]) -> str | None:
+    """Why ``trainer.selection`` cannot select a state of ``method``, whose ``selection_criteria`` are
+    ``criteria``, or None: it takes last, val_auroc, a criterion or train_<criterion>."""
+    valid = ("last", "val_auroc", *criteria, *(TRAIN_CRITERION + c for c in criteria))
+    if selection in valid:
+        return None
+    return (f"trainer.selection={checks.show(selection)} is no criterion of method {method}: choose one of "
+            f"{', '.join(valid)}")
 
 
 def schema(group: str, option: str | None = None) -> type | None:

@@ -114,6 +114,8 @@ def build_grid(grid_dir: Path, cells: int, seeds: int = SEEDS) -> Path:
     complete."""
     import random
 
+    from dadf.grid.store import CellDir
+
     if (grid_dir / "grid.json").exists():
         return grid_dir
     datasets = [f"set{i:04d}" for i in range(max(1, cells // (len(METHODS) * seeds)))]
@@ -125,19 +127,17 @@ def build_grid(grid_dir: Path, cells: int, seeds: int = SEEDS) -> Path:
             for seed in range(seeds):
                 cid = f"{method}-{dataset}-tabular-s{seed}-{rng.getrandbits(24):06x}"
                 h = f"{rng.getrandbits(32):08x}"
-                d = grid_dir / cid
-                d.mkdir(parents=True)
-                (d / "cell.yaml").write_text(CELL_YAML.format(seed=seed, method=method, dataset=dataset,
-                                                              runs=grid_dir.parent, grid=grid_dir.name, id=cid,
-                                                              hash=h))
+                d = CellDir(grid_dir / cid)
+                d.path.mkdir(parents=True)
+                d.cell_yaml.write_text(CELL_YAML.format(seed=seed, method=method, dataset=dataset,
+                                                        runs=grid_dir.parent, grid=grid_dir.name, id=cid, hash=h))
                 cell = {"grid": grid_dir.name, "id": cid, "method": method, "dataset": dataset,
                         "protocol": "tabular", "target_class": None, "seed": seed, "secondary": None,
                         "axes": {"dataset": dataset}, "config_hash": h}
                 quality = min(0.999, base + rng.gauss(0, 0.02))
-                (d / "metrics.json").write_text(json.dumps(_metrics(cell, seed, quality), indent=2, sort_keys=True))
-                (d / "status.json").write_text(json.dumps({"state": "done", "time": 1.7e9, "host": "node1",
-                                                           "pid": 4242, "auroc": quality, "wall_time_s": 12.5},
-                                                          indent=2, sort_keys=True))
+                d.metrics.write_text(json.dumps(_metrics(cell, seed, quality), indent=2, sort_keys=True))
+                d.status.write_text(json.dumps({"state": "done", "time": 1.7e9, "host": "node1", "pid": 4242,
+                                                "auroc": quality, "wall_time_s": 12.5}, indent=2, sort_keys=True))
                 ids.append(cid)
     (grid_dir / "grid.json").write_text(json.dumps({"grid": grid_dir.name, "cells": ids, "metrics": ["auroc"]},
                                                    indent=2))

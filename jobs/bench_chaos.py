@@ -1,7 +1,7 @@
 """Chaos benchmark: run a small real grid, kill the launcher or a cell's process at random moments, relaunch after
 each kill, and compare every cell with an uninterrupted run (scores and final weights, bit for bit).
 
-    python jobs/bench_chaos.py [--kills 20 --seed 0 --root ../shared/data --workdir DIR --workers 1]
+    python jobs/bench_chaos.py [--kills 20 --seed 0 --root /data --workdir DIR --workers 1]
     python jobs/bench_chaos.py --kills 3 -- trainer.steps=100        # extra overrides go to every launch
 
 1. Reference: one uninterrupted `jobs/launch_grid.py` of the grid (default: `grid=mnist_ovr method=ae` on classes
@@ -38,6 +38,8 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+
+from dadf.grid.store import CellDir
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -188,7 +190,7 @@ def cell_dirs(grid_dir: Path) -> list[str]:
 
 def read_state(cell: Path) -> str:
     try:
-        return json.loads((cell / "status.json").read_text()).get("state", "?")
+        return json.loads(CellDir(cell).status.read_text()).get("state", "?")
     except FileNotFoundError:
         return "missing" if not cell.exists() else "no-status"
     except (OSError, ValueError):
@@ -199,19 +201,19 @@ def status_line(cell: Path) -> str:
     """The state, with the reason when there is one: "failed: KeyboardInterrupt: ..."."""
     state = read_state(cell)
     try:
-        reason = json.loads((cell / "status.json").read_text()).get("reason")
+        reason = json.loads(CellDir(cell).status.read_text()).get("reason")
     except (OSError, ValueError):
         reason = None
     return f"{state}: {reason[:200]}" if reason else state
 
 
 def is_done(cell: Path) -> bool:
-    return read_state(cell) == "done" and (cell / "metrics.json").exists()
+    return read_state(cell) == "done" and CellDir(cell).metrics.exists()
 
 
 def newest_checkpoint(cell: Path) -> tuple[int, Path] | None:
     best = None
-    root = cell / "checkpoints"
+    root = CellDir(cell).checkpoints
     if root.is_dir():
         for d in root.iterdir():
             if d.name.startswith("step-") and d.name[5:].isdigit() and (d / "COMPLETE").exists() \
@@ -228,11 +230,11 @@ def load_cell(cell: Path) -> dict:
 
     from dadf.train.checkpoint import load_data
 
-    with np.load(cell / "scores.npz", allow_pickle=False) as z:
+    with np.load(CellDir(cell).scores, allow_pickle=False) as z:
         scores = {k: z[k] for k in z.files}
     ck = newest_checkpoint(cell)
     if ck is None:
-        raise FileNotFoundError(f"no complete checkpoint under {cell / 'checkpoints'}")
+        raise FileNotFoundError(f"no complete checkpoint under {CellDir(cell).checkpoints}")
     state = load_data(ck[1] / "state.pt")  # as data, as every resume loads it
     return {"scores": scores, "step": ck[0], "ckpt_step": state.get("step"), "method": state["method"]}
 
@@ -285,11 +287,11 @@ def compare_cell(ref: dict, cell: Path) -> dict:
     if state != "done":
         reason = ""
         try:
-            reason = json.loads((cell / "status.json").read_text()).get("reason", "")
+            reason = json.loads(CellDir(cell).status.read_text()).get("reason", "")
         except (OSError, ValueError):
             pass
         return {"verdict": "lost", "detail": f"state {state}" + (f": {reason[:160]}" if reason else "")}
-    if not (cell / "metrics.json").exists():
+    if not CellDir(cell).metrics.exists():
         return {"verdict": "lost", "detail": "done but metrics.json is missing"}
     try:
         got = load_cell(cell)
@@ -350,7 +352,7 @@ def grid_overrides(args, fallback: bool) -> tuple[list[str], str, str]:
         common.append(f"launcher.threads_per_worker={args.threads}")
     if fallback:
         return ["grid=quickstart", *common, *args.overrides], "quickstart", "digits"
-    over = ["grid=mnist_ovr", f"dataset.root={Path(args.root).resolve()}", *common]
+    over = ["grid=mnist_ovr", f"dataset.root={Path(args.root or 'data').resolve()}", *common]
     if args.size:
         over.append(f"dataset.size={args.size}")
     return over + list(args.overrides), "mnist_ovr", "mnist"
@@ -401,7 +403,7 @@ def run(args) -> dict:
 
 def run_in(args, work: Path, temp: bool) -> dict:
     t_start = time.monotonic()
-    root = Path(args.root)
+    root = Path(args.root or "data")
     fallback = not (root / "MNIST" / "raw").is_dir()
     overrides, grid_name, dataset = grid_overrides(args, fallback)
     if fallback:
@@ -636,8 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=20, help="kills to send (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the kinds of kill and their delays")
-    parser.add_argument("--root", default=str(REPO.parent / "shared" / "data"),
-                        help="folder holding MNIST/raw (default ../shared/data); absent: grid=quickstart on digits")
+    parser.add_argument("--root", default=None,
+                        help="folder holding MNIST/raw, e.g. /data; absent: grid=quickstart on digits")
     parser.add_argument("--workdir", help="folder for shards and runs (kept); default: a temporary folder, removed")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     parser.add_argument("--out", default="bench/chaos.json", help="JSON results (relative to the repo)")

@@ -7,7 +7,7 @@
    n_critic=3, as for LSUN and CelebA) measured here on CPU, and a GPU's rate given with --gpu-samples-per-s
    (this script does not measure a GPU). Says for each worker count whether streaming would starve the step.
 
-    python jobs/bench_data.py --root ../shared/data [--batch-size 256 --out bench/bench_data.json]
+    python jobs/bench_data.py --root /data [--batch-size 256 --out bench/bench_data.json]
 """
 from __future__ import annotations
 
@@ -102,11 +102,11 @@ def _synthetic_shards(out: Path, n: int) -> Path:
 def bench_shard_stream(shard_dir: Path, micro: int, workers: int) -> dict:
     import numpy as np
 
-    from dadf.data import stream
+    from dadf.data import normalise, stream
 
     table = stream.scan(shard_dir)
     part = table.parts[(0, "train")]
-    rows = stream.ShardRows(table, part.file_id, part.offset, stream.Normaliser("image"))
+    rows = stream.ShardRows(table, part.file_id, part.offset, normalise.Normaliser("image"))
     s = stream.ShardStream(rows, torch.zeros(len(rows), dtype=torch.long), micro, seed=0, workers=workers)
     s.next_micro("cpu")  # the workers start: not counted
     batches = s.epoch_plan(0)[1] - 1
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw")
+    parser.add_argument("--root", default="data", help="folder holding MNIST/raw (default ./data)")
     parser.add_argument("--shards-dir", default="shards")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", default="bench/bench_data.json")
@@ -201,13 +201,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def mnist(args) -> dict:
-    from dadf.data.pipeline import data_root, ensure_shards
+    from dadf.data.datasets import data_root, ensure_shards
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         dcfg = compose(config_name="config", overrides=["dataset=mnist", f"dataset.root={args.root}"]).dataset
     batch_size = args.batch_size
     t0 = time.perf_counter()
-    shard_dir = ensure_shards(dcfg, args.shards_dir)
+    shard_dir = ensure_shards(dcfg, args.shards_dir).folder
     build_s = time.perf_counter() - t0
     rows = [bench_in_memory(shard_dir, batch_size)]
     rows += [bench_stream(shard_dir, batch_size, w) for w in (0, 1, 2)]

@@ -6,7 +6,7 @@ training steps of a fresh copy (s/step, samples/s) and count FLOPs of one step w
 writes JSON. A method joins by name; ``name:key=value,...`` benchmarks a variant (e.g. ama:recompute_fakes=true,
 the authors' loop that recomputes G(E(x)) in every critic step).
 
-    python jobs/bench_methods.py ama simplex_ae ama:recompute_fakes=true --dataset mnist --root ../shared/data \
+    python jobs/bench_methods.py ama simplex_ae ama:recompute_fakes=true --dataset mnist --root /data \
         --protocol ovr --target-class 3 --steps 200 --batch-size 64 [--precision bf16] [--out bench/...json]
     python jobs/bench_methods.py ama ama:recompute_fakes=true --steps 0 --batch-size 4 --time-steps 1 \
         --set '+dataset.params.shape=[3,32,32]'       # FLOPs of the CIFAR-10 networks without the data
@@ -84,7 +84,7 @@ def bench_one(spec: str, args, runs_dir: Path, shards_dir: Path) -> dict:
     name, method_overrides = parse_variant(spec)
     overrides = [f"runs_dir={runs_dir}", f"shards_dir={shards_dir}", f"dataset={args.dataset}",
                  f"protocol={args.protocol}", "launcher=debug", f"grid.methods=[{name}]", f"method={name}",
-                 *method_overrides, f"trainer.steps={args.steps}", f"trainer.batch_size={args.batch_size}",
+                 *method_overrides, f"trainer.steps={max(args.steps, 1)}", f"trainer.batch_size={args.batch_size}",
                  f"trainer.precision={args.precision}", "trainer.progress=false", "grid.axes={}",
                  f"grid.name=bench_{name}", "force=true"]
     if args.root:
@@ -101,9 +101,9 @@ def bench_one(spec: str, args, runs_dir: Path, shards_dir: Path) -> dict:
     if args.steps > 0:
         summary = launch(cells, comp(overrides).launcher)
         if summary.failed:
-            status = store.read_json(cells[0].dir / "status.json")
+            status = store.CellDir(cells[0].dir).read_status(verify=False)
             raise SystemExit(f"error: {spec} failed: {status.get('reason')}")
-        result = store.read_json(cells[0].dir / "metrics.json")
+        result = store.CellDir(cells[0].dir).read_metrics()
         row.update(auroc=result["metrics"].get("auroc"), f1=result["metrics"].get("f1"),
                    train_and_score_s=result["wall_time_s"], steps=result["steps"])
     # Timing and FLOPs on a fresh copy, outside the trainer (no checkpoints or logging in the measurement).
@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("methods", nargs="+", help="registered method names, or name:key=value,... variants")
     ap.add_argument("--dataset", default="synthetic")
-    ap.add_argument("--root", default=None, help="dataset.root (e.g. ../shared/data)")
+    ap.add_argument("--root", default=None, help="dataset.root (e.g. /data)")
     ap.add_argument("--protocol", default="ovr")
     ap.add_argument("--target-class", type=int, default=0, help="class of ovr/loo; -1 for none (tabular, ood)")
     ap.add_argument("--steps", type=int, default=100, help="training budget of the AUROC run (0: timing only)")

@@ -9,8 +9,8 @@ built as the runner builds it, and measured three ways:
   D_recon, D_inter), and the critic's Wasserstein estimate E[D(x, x)] - E[D(x, x_hat)] over training (its logged
   values, "w_rec" in log.jsonl: how many are negative) and on all training normals at the end.
 
-    python jobs/bench_simplex_thyroid.py --root ../shared/data                  # seed 0, trained here
-    python jobs/bench_simplex_thyroid.py --root ../shared/data --seeds 0,1,2,3,4 trainer.epochs=20
+    python jobs/bench_simplex_thyroid.py --root /data                          # seed 0, trained here
+    python jobs/bench_simplex_thyroid.py --root /data --seeds 0,1,2,3,4 trainer.epochs=20
     python jobs/bench_simplex_thyroid.py --cells runs/simplex_tabular           # finished thyroid cells: no training
 
 With ``--cells`` the finished simplex_ae thyroid cells of a grid folder are measured from their files: the initial
@@ -111,6 +111,7 @@ def _summary(cfg, method, data, init, untrained, log_path: Path, steps, selectio
 
 def bench_seed(seed: int, root: str, shards: str, extra: list[str]) -> dict:
     from dadf.grid.runner import build
+    from dadf.grid.store import CellDir
     from dadf.train.loop import Trainer
 
     with tempfile.TemporaryDirectory(prefix="dadf-bench-simplex-thyroid-") as tmp:
@@ -118,8 +119,9 @@ def bench_seed(seed: int, root: str, shards: str, extra: list[str]) -> dict:
         method, data, schedule = build(cfg)
         init, untrained = _weights(method), _metrics(method, data, cfg)
         t0 = time.time()
-        outcome = Trainer(cfg.trainer, method, data, schedule, Path(tmp), seed=seed).run(progress=False)
-        return _summary(cfg, method, data, init, untrained, Path(tmp) / "log.jsonl", outcome.steps,
+        work = CellDir(tmp)  # the trainer's checkpoints and log, laid out as in a cell folder
+        outcome = Trainer(cfg.trainer, method, data, schedule, work, seed=seed).run(progress=False)
+        return _summary(cfg, method, data, init, untrained, work.log, outcome.steps,
                         outcome.selection, round(time.time() - t0, 1))
 
 
@@ -129,15 +131,16 @@ def bench_cell(cell_dir: Path) -> dict:
     from dadf.grid.runner import build
     from dadf.train import checkpoint
 
-    cfg = store.read_cell_config(cell_dir)
+    cell = store.CellDir(cell_dir)
+    cfg = cell.read_config()
     method, data, _ = build(cfg)  # seeded as the runner seeds it: the cell's initial weights
     init, untrained = _weights(method), _metrics(method, data, cfg)
-    result = store.read_json(cell_dir / "metrics.json")
+    result = cell.read_metrics()
     sel = result["selection"]
     best = sel.get("step") not in (None, result["steps"]) and "fallback" not in sel
-    folder = checkpoint.latest(cell_dir / "checkpoints" / ("best" if best else ""))
+    folder = checkpoint.latest(cell.checkpoints / ("best" if best else ""))
     method.load_state_dict(checkpoint.load(folder)["method"])
-    out = _summary(cfg, method, data, init, untrained, cell_dir / "log.jsonl", result["steps"], sel,
+    out = _summary(cfg, method, data, init, untrained, cell.log, result["steps"], sel,
                    result.get("timing", {}).get("train_s"))
     out["metrics_json"] = {k: round(result["metrics"][k], 4) for k in ("auroc", "f1")}  # must equal "trained"
     return out
@@ -145,7 +148,7 @@ def bench_cell(cell_dir: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", default=str(REPO.parent / "shared" / "data"), help="dataset.root (holds odds/)")
+    ap.add_argument("--root", default="data", help="dataset.root, the folder that holds odds/ (default ./data)")
     ap.add_argument("--shards", default=str(REPO / "shards"), help="shards_dir")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2,3,4")
     ap.add_argument("--cells", default=None, help="a grid folder: measure its finished simplex_ae thyroid cells")

@@ -1,6 +1,5 @@
-"""The first GPU check: one prepared run, at most 5 minutes on one H100/H200, that measures what dadf has never
-measured on a GPU, and a smoke version of the same rows on CPU that takes under a minute (automatic without a
-GPU; tests/test_gpu_check.py runs it).
+"""The GPU check: one prepared run of about 5 minutes on one GPU that measures dadf's GPU paths, and a smoke version
+of the same rows on CPU that takes under a minute (automatic without a GPU; tests/test_gpu_check.py runs it).
 
 Rows, in this order (a row that fails records its error and the next one starts; ``--budget-s`` stops starting
 rows when the time is spent, and those rows are recorded as skipped with the reason):
@@ -26,10 +25,10 @@ every finished row.
     python jobs/gpu_check.py --smoke --out /tmp/gc          # the smoke version anywhere
     python jobs/gpu_check.py --download-wheels              # once, where pip reaches the registry: fill .whl/
 
-The GPU machine has its own torch and no package index, and lacks hydra-core, omegaconf, webdataset and submitit:
-``--download-wheels`` saves them (pure-Python wheels, pinned to this environment's versions) in ``.whl/``, and on
-the GPU machine this script installs them offline into /tmp/site first when its imports fail. docs/performance.md
-has the device command (carry .whl).
+A GPU machine without a package index may have its own torch but lack hydra-core, omegaconf, webdataset and
+submitit: ``--download-wheels`` saves them (pure-Python wheels, pinned to this environment's versions) in ``.whl/``;
+copy the checkout with ``.whl/`` there, and this script installs them offline into /tmp/site first when its imports
+fail. docs/performance.md has the steps.
 """
 from __future__ import annotations
 
@@ -687,6 +686,7 @@ class Worker:
         extra = [f"trainer.log_every={every}"]
         ref = self.cell(self.work / "resume_ref", spec["method"], b, steps, extra)
         run = self.cell(self.work / "resume_signal", spec["method"], b, steps, extra)
+        ref_files, run_files = store.CellDir(ref.dir), store.CellDir(run.dir)
         t0 = time.perf_counter()
         run_cell(ref.dir)  # uninterrupted, in this process
         ref_s = time.perf_counter() - t0
@@ -697,7 +697,7 @@ class Worker:
         signalled = None
         try:
             while child.poll() is None:
-                seen = _last_logged_step(run.dir / "log.jsonl")
+                seen = _last_logged_step(run_files.log)
                 if seen >= steps // 4:
                     child.send_signal(signal.SIGUSR2)
                     signalled = seen
@@ -708,7 +708,7 @@ class Worker:
             if child.poll() is None:
                 child.kill()
         err = err_path.read_text(errors="replace")
-        status = store.read_status(run.dir)
+        status = run_files.read_status()
         if signalled is None or child.returncode != 128 + signal.SIGUSR2 or status.get("state") != store.REQUEUED:
             raise RuntimeError(f"the child was not preempted as planned: signalled after step {signalled}, exit "
                                f"{child.returncode}, status {status.get('state')} ({status.get('reason')}); stderr: "
@@ -717,16 +717,16 @@ class Worker:
                                  text=True, timeout=600)
         if resumed.returncode != 0:
             raise RuntimeError(f"the resumed child exited {resumed.returncode}: {resumed.stderr.strip()[-800:]}")
-        a, z = np.load(ref.dir / "scores.npz"), np.load(run.dir / "scores.npz")
+        a, z = np.load(ref_files.scores), np.load(run_files.scores)
         keys = [k for k in a.files if k.startswith("score")]
         score_diff = max(float(np.abs(a[k].astype(np.float64) - z[k].astype(np.float64)).max()) for k in keys)
-        wa = _tensors(checkpoint.load(checkpoint.latest(ref.dir / "checkpoints"))["method"])
-        wz = _tensors(checkpoint.load(checkpoint.latest(run.dir / "checkpoints"))["method"])
+        wa = _tensors(checkpoint.load(checkpoint.latest(ref_files.checkpoints))["method"])
+        wz = _tensors(checkpoint.load(checkpoint.latest(run_files.checkpoints))["method"])
         if wa.keys() != wz.keys():
             raise RuntimeError(f"the checkpoints hold different tensors: {sorted(set(wa) ^ set(wz))[:5]}")
         weight_diff = max((float((wa[k].double() - wz[k].double()).abs().max()) for k in wa if wa[k].numel()),
                           default=0.0)
-        m_ref, m_run = store.read_json(ref.dir / "metrics.json"), store.read_json(run.dir / "metrics.json")
+        m_ref, m_run = ref_files.read_metrics(), run_files.read_metrics()
         return {"signalled_after_step": signalled,
                 "preempted_at_step": status.get("step"), "preempted_exit": child.returncode,
                 "scores_compared": keys, "scores_max_abs_diff": score_diff,

@@ -69,7 +69,7 @@ def test_an_added_field_joins_the_identity_only_away_from_its_before_value():
     assert Params().rule == "percentile"
 
 
-# The papers' grids run several seeds by default (issue 17): tabular 5, image 3 (OMASGAN's protocol); the quickstart
+# The papers' grids run several seeds by default: tabular 5, image 3 (OMASGAN's protocol); the quickstart
 # and the baselines' image grids one. seed= and grid.seeds= narrow them.
 SEEDS = {"simplex_tabular": 5, "tabular": 5, "ama_ood": 3, "simplex_mnist_loo": 3, "piad_ablation": 3,
          "omasgan_mnist_loo": 3, "quickstart": 1, "mnist_ovr": 1}
@@ -78,7 +78,7 @@ SEEDS = {"simplex_tabular": 5, "tabular": 5, "ama_ood": 3, "simplex_mnist_loo": 
 @pytest.mark.parametrize("grid", sorted(SEEDS))
 def test_papers_grids_run_several_seeds_by_default(composer, dirs, grid):
     overrides = [*dirs, f"grid={grid}"]
-    seeds = {c.cfg.seed for c in expand(composer(overrides), overrides, composer)}
+    seeds = {c.data["seed"] for c in expand(composer(overrides), overrides, composer)}
     assert seeds == set(range(SEEDS[grid]))
 
 
@@ -88,9 +88,9 @@ def test_seed_and_grid_seeds_narrow_the_seeds(composer, dirs):
         return expand(composer(overrides), overrides, composer)
 
     every = expanded()
-    assert len(every) == 15 and {c.cfg.seed for c in every} == {0, 1, 2, 3, 4}
+    assert len(every) == 15 and {c.data["seed"] for c in every} == {0, 1, 2, 3, 4}
     one = expanded("seed=3")
-    assert len(one) == 3 and {c.cfg.seed for c in one} == {3}
+    assert len(one) == 3 and {c.data["seed"] for c in one} == {3}
     assert {c.id for c in one} <= {c.id for c in every}  # narrowing picks cells of the grid, the same ids
     two = expanded("grid.seeds=[0,1]")
-    assert len(two) == 6 and {c.cfg.seed for c in two} == {0, 1}
+    assert len(two) == 6 and {c.data["seed"] for c in two} == {0, 1}

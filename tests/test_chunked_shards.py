@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_paper_datasets import lsun_root  # noqa: F401 -- the tiny LSUN LMDB fixture
 
-from dadf.data import shards, stream
+from dadf.data import normalise, shards, stream
 from dadf.data.sources import load_source, lsun
 from dadf.data.sources.split_test import halve
 from dadf.data.types import IMAGE, ChunkedSource, Source
@@ -149,7 +149,7 @@ def test_streaming_reads_the_recorded_rows_and_walks_the_tars_without_them(tmp_p
     np.testing.assert_array_equal(recorded.parts[(0, "train")].attributes, _attributes(counts)["train"])
     for part, n in counts.items():
         subset_rows = stream.ShardRows(recorded, recorded.parts[(0, part)].file_id, recorded.parts[(0, part)].offset,
-                                       stream.Normaliser(IMAGE))
+                                       normalise.Normaliser(IMAGE))
         np.testing.assert_array_equal(subset_rows.raw(), _rows(part, 0, n))
 
 

@@ -13,7 +13,7 @@ from conftest import run_job
 from omegaconf import OmegaConf
 
 from dadf.config import CONFIG_DIR
-from dadf.data import pipeline
+from dadf.data import datasets
 from dadf.data.sources import DataError
 from dadf.grid.cells import expand
 from dadf.grid.validate import check_cells
@@ -30,7 +30,7 @@ COUNTS_OF_THE_YAML = {"arrhythmia": 2, "cifar10": 10, "cifar100": 100, "cifar10_
 def test_every_dataset_config_counts_without_data_what_its_yaml_said(name, tmp_path):
     dcfg = OmegaConf.load(DATASETS / f"{name}.yaml")
     assert "num_classes" not in dcfg
-    assert pipeline.class_count(dcfg, tmp_path / "no shards") == COUNTS_OF_THE_YAML[name]
+    assert datasets.class_count(dcfg, tmp_path / "no shards") == COUNTS_OF_THE_YAML[name]
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -61,7 +61,7 @@ def test_count_comes_from_built_shards_and_is_frozen_with_the_cell(composer, dir
     build = r"build them first: python jobs/build_shards.py dataset=idx .*dataset.name=tiny "
     with pytest.raises(DataError, match=build):
         expand(cfg, overrides, composer)
-    pipeline.ensure_shards(cfg.dataset, cfg.shards_dir)
+    datasets.ensure_shards(cfg.dataset, cfg.shards_dir)
     cells = expand(cfg, overrides, composer)
     assert [c.cfg.protocol.target_class for c in cells] == [0, 1, 2]
     assert {c.cfg.dataset.num_classes for c in cells} == {3}
@@ -72,7 +72,7 @@ def test_count_comes_from_built_shards_and_is_frozen_with_the_cell(composer, dir
 
 def test_shards_that_disagree_with_the_declared_classes_are_refused(composer, dirs):
     cfg = composer(dirs)  # quickstart: digits, which declares its ten classes
-    out = pipeline.ensure_shards(cfg.dataset, cfg.shards_dir)
+    out = datasets.ensure_shards(cfg.dataset, cfg.shards_dir).folder
     index = json.loads((out / "index.json").read_text())
     (out / "index.json").write_text(json.dumps({**index, "classes": index["classes"][:8]}))
     with pytest.raises(DataError, match="hold 8 classes, but source 'digits' has 10.*force=true"):

@@ -30,7 +30,7 @@ def test_dadf_launch_from_any_folder_runs_the_grid_that_the_script_runs(tmp_path
 
 
 def test_notes_go_to_stderr_as_plain_lines_results_to_stdout(composer, tmp_path):
-    from dadf.data.pipeline import ensure_shards
+    from dadf.data.datasets import ensure_shards
 
     ensure_shards(composer(["dataset=digits"]).dataset, tmp_path / "shards")
     kept = run_job("dadf-build-shards", "dataset=digits", f"shards_dir={tmp_path / 'shards'}")

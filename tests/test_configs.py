@@ -3,9 +3,11 @@ composes, a value of the wrong type is refused when composing (naming the key), 
 from __future__ import annotations
 
 import dataclasses
+import enum as enum_
 import os
 import subprocess
 import sys
+import typing
 import zipfile
 from pathlib import Path
 
@@ -14,9 +16,9 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from dadf import config
+from dadf import checks, config
 from dadf.config import CONFIG_DIR
-from dadf.data import pipeline
+from dadf.data import datasets
 from dadf.grid import slurm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +40,7 @@ def test_every_stored_option_composes_typed_by_its_schema(composer, group, optio
 @pytest.mark.parametrize("name", DATASETS)
 def test_every_dataset_file_composes_as_it_reads(composer, name):
     """The dataset files are data choices typed by DatasetConfig: each holds every field, and Hydra composes exactly
-    what the file says (code that reads a file raw, like pipeline.rebuild_overrides, sees the composed values)."""
+    what the file says (code that reads a file raw, like datasets.rebuild_overrides, sees the composed values)."""
     raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / "dataset" / f"{name}.yaml"))
     cfg = composer([f"dataset={name}"]).dataset
     assert OmegaConf.get_type(cfg) is config.DatasetConfig
@@ -74,6 +76,34 @@ def test_numbers_keep_their_type_where_either_kind_is_valid(composer):
     cfg = composer(["protocol=corruption", "protocol.p=5", "dataset=thyroid", "trainer.select_after=1"])
     assert (cfg.protocol.p, cfg.dataset.top_k_percent, cfg.trainer.select_after) == (5, 2.5, 1)
     assert type(cfg.protocol.p) is int and type(cfg.trainer.select_after) is int
+
+
+@pytest.mark.parametrize("group, option", STORED)
+def test_choices_are_enums_whose_members_are_their_strings(group, option):
+    """A field with a closed set of values is a Choice enum (Hydra refuses other values, naming the valid ones); its
+    members are named by their values, so ``to_container(enum_to_str=True)`` (cell.yaml, the cell ids) holds the
+    very strings a str field held, and plain strings compare equal to the members."""
+    for name, hint in typing.get_type_hints(config.schema(group, option)).items():
+        for enum in (t for t in typing.get_args(hint) or (hint,) if isinstance(t, type) and issubclass(t, enum_.Enum)):
+            assert issubclass(enum, checks.Choice), (option, name)
+            assert all(m.name == m.value == str(m) == f"{m}" and m == m.value for m in enum), (option, name)
+    plain = OmegaConf.to_container(config.node(group, option), enum_to_str=True)
+    assert all(type(v) is str for v in _leaves(plain) if isinstance(v, str)), plain
+
+
+def _leaves(data):
+    if isinstance(data, dict):
+        return [x for v in data.values() for x in _leaves(v)]
+    if isinstance(data, list):
+        return [x for v in data for x in _leaves(v)]
+    return [data]
+
+
+def test_a_choice_is_named_by_its_value():
+    with pytest.raises(TypeError, match="named by its value"):
+        checks.Choice("Bad", {"fp32": "FP32"})
+    spaced = checks.choices("Spaced", ("sn+gp", "a b"))
+    assert spaced("sn+gp") is spaced["sn+gp"] and spaced.values() == ("sn+gp", "a b")
 
 
 @pytest.mark.parametrize("group", ["method", "protocol", "launcher", "trainer", "dataset", "grid"])
@@ -125,7 +155,7 @@ def test_slurm_resources_and_launcher_keys_come_from_the_schema(composer):
 
 
 def test_the_dataset_folder_is_the_config_folders():
-    assert pipeline._DATASET_CONFIGS == CONFIGS / "dataset"
+    assert datasets.PACKAGE_DATASETS == CONFIGS / "dataset"
 
 
 def test_identity_leaves_out_exactly_the_marked_fields():

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from dadf.config import CONFIG_DIR
-from dadf.data import pipeline, shards
+from dadf.data import datasets, shards
 from dadf.data.shards import ShardError
 from dadf.data.sources import DataError, load_source
 
@@ -58,7 +58,7 @@ def test_corrupt_shard_rebuild_command_runs_as_printed_and_rebuilds(tmp_path):
     """Defect: the printed rebuild command lacked force=true, shards_dir, dataset.root and params, so it rebuilt
     nothing (or another dataset) while reporting success."""
     dcfg, shards_root = small_synthetic(tmp_path), tmp_path / "shards"
-    out = pipeline.ensure_shards(dcfg, shards_root)
+    out = datasets.ensure_shards(dcfg, shards_root).folder
     before = shards.load_source_from_shards(out)
     shard = first_train_shard(out)
     data = bytearray(shard.read_bytes())
@@ -83,21 +83,21 @@ def test_corrupt_shard_rebuild_command_runs_as_printed_and_rebuilds(tmp_path):
 def test_mismatch_rebuild_command_composes_the_config_in_use(tmp_path, composer):
     """Defect: the command printed when shards were built from other settings dropped the settings in use."""
     shards_root = tmp_path / "shard's dir"  # a quote and a space: the command must still parse back exactly
-    pipeline.ensure_shards(small_synthetic(tmp_path), shards_root)
+    datasets.ensure_shards(small_synthetic(tmp_path), shards_root)
     wanted = small_synthetic(tmp_path, shape=[1, 6, 6], kind="image")
     wanted.channels = 3
     with pytest.raises(ShardError, match="now asks for") as err:
-        pipeline.ensure_shards(wanted, shards_root)
+        datasets.ensure_shards(wanted, shards_root)
     argv = rebuild_argv(err.value)
     assert argv[:2] == ["python", "jobs/build_shards.py"]
     cfg = composer(argv[2:])
     assert cfg.force is True and Path(cfg.shards_dir) == shards_root.resolve()
-    assert pipeline.source_params(cfg.dataset) == pipeline.source_params(wanted)
-    assert pipeline.data_root(cfg.dataset) == pipeline.data_root(wanted)
+    assert datasets.source_params(cfg.dataset) == datasets.source_params(wanted)
+    assert datasets.data_root(cfg.dataset) == datasets.data_root(wanted)
     # A setting whose config file default is not null: dropping it must be spelled out too.
     omniglot = dataset_config("omniglot", size=None, root=str(tmp_path))
-    composed = composer(["dataset=omniglot", *pipeline.rebuild_overrides(omniglot)]).dataset
-    assert pipeline.source_params(composed) == pipeline.source_params(omniglot)
+    composed = composer(["dataset=omniglot", *datasets.rebuild_overrides(omniglot)]).dataset
+    assert datasets.source_params(composed) == datasets.source_params(omniglot)
 
 
 # ------------------------------------------------------------------------------------------ 2: killed builds
@@ -133,13 +133,13 @@ def test_killed_build_leaves_no_temporary_folder_behind(tmp_path):
         assert ready.exists(), child.stderr.read() if child.poll() is not None else "no shard written in 120 s"
         leftovers = list(shards_root.glob("synthetic.tmp-*"))
         assert len(leftovers) == 1
-        pipeline.ensure_shards(dcfg, shards_root)  # a build while the other one is alive keeps its folder
+        datasets.ensure_shards(dcfg, shards_root)  # a build while the other one is alive keeps its folder
         assert leftovers[0].is_dir()
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert leftovers[0].is_dir()  # what the kill leaves
-    pipeline.ensure_shards(dcfg, shards_root)  # the shards exist: no build, but the leftover goes
+    datasets.ensure_shards(dcfg, shards_root)  # the shards exist: no build, but the leftover goes
     assert sorted(p.name for p in shards_root.iterdir()) == ["synthetic", "synthetic.lock"]
     shards.load_source_from_shards(out)
 

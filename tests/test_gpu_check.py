@@ -162,7 +162,7 @@ def test_smoke_run_gives_every_row_kind_with_numbers_or_a_reason(tmp_path):
     resume = ok["resume"][0]
     assert resume["preempted_exit"] == 128 + signal.SIGUSR2
     assert 0 < resume["signalled_after_step"] <= resume["preempted_at_step"] < resume["steps"]
-    # On CPU a preempted and resumed cell ends bit-identical to an uninterrupted one (README, Preemption).
+    # On CPU a preempted and resumed cell ends bit-identical to an uninterrupted one (docs/training.md).
     assert resume["scores_bit_identical"] and resume["weights_bit_identical"] and resume["weights_compared"] > 0
     packed = ok["packed"][0]
     assert packed["models"] == 10 and packed["losses_allclose"] and packed["sequential_samples_per_s"] > 0

@@ -55,7 +55,7 @@ def test_failing_cell_is_recorded_and_the_grid_goes_on(composer, dirs, tmp_path)
     assert len(summary.failed) == 1 and len(summary.done) == 1
     failed = next(c for c in cells if c.id in summary.failed)
     status = store.read_status(failed.dir)
-    assert status["state"] == "failed" and "learning rate" in status["reason"]
+    assert status["state"] == "failed" and "method.lr=-1.0 (method ae) must be > 0" in status["reason"]
     _, md = aggregate(tmp_path / "runs" / "quickstart")
     row = next(line for line in md.splitlines() if line.startswith("| ae |"))
     assert "failed" in row and row.rstrip().endswith("| – |")

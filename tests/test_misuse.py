@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -274,15 +273,6 @@ def test_a_full_disk_is_reported_on_the_cell_and_stops_the_launch_cleanly(dirs, 
         subprocess.run(["umount", "-l", str(runs)], check=False)
 
 
-def test_jobs_pickled_under_the_old_path_of_cell_job_still_unpickle(tmp_path):
-    from dadf.grid.runner import CellJob
-
-    old = pickle.dumps(CellJob(str(tmp_path)), protocol=0).replace(b"dadf.grid.runner", b"dadf.train.job")
-    assert b"dadf.train.job" in old
-    job = pickle.loads(old)
-    assert isinstance(job, CellJob) and job.cell_dir == str(tmp_path)
-
-
 def test_the_config_hash_is_frozen_in_cell_yaml(composer, dirs):
     from dadf.grid.cells import expand, identity
     from dadf.provenance import config_hash
@@ -293,7 +283,7 @@ def test_the_config_hash_is_frozen_in_cell_yaml(composer, dirs):
 
 
 def test_the_training_layer_imports_nothing_from_the_grid_layer():
-    code = ("import sys, dadf.train.loop, dadf.train.job, dadf.train.checkpoint, dadf.train.preemption; "
+    code = ("import sys, dadf.train.loop, dadf.train.checkpoint, dadf.train.preemption; "
             "print(sorted(m for m in sys.modules if m.startswith('dadf.grid')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.strip() == "[]", out

@@ -1,10 +1,11 @@
-"""A researcher's own data without writing a loader (issue 16): ODDS/ADBench tables (.mat or .npz) through `odds`,
+"""A researcher's own data without writing a loader: ODDS/ADBench tables (.mat or .npz) through `odds`,
 named after the table everywhere; CSV tables; image arrays; KMNIST; `split_test` on any one-part source; and the
 launch-time refusal of a protocol that needs a train part on a one-part dataset. All on files written here."""
 from __future__ import annotations
 
 import csv
 import gzip
+import shlex
 import struct
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import run_job
 
-from dadf.data import pipeline, sources
+from dadf.data import datasets, pipeline, shards, sources
 from dadf.data.sources import DataError, load_source
 from dadf.data.sources.split_test import halve_per_class
 from dadf.data.types import IMAGE, TABULAR
@@ -89,7 +90,7 @@ def test_an_odds_table_is_named_after_its_file_in_cells_and_shards(composer, dir
     wine = _tabular_cells(composer, dirs, tmp_path / "data", "dataset.params.name=wine")
     assert all(c.id.startswith(f"{c.cfg.method.name}-wine-tabular-s0-") for c in wine)
     # Two tables never share shards: each gets the folder of its name, built from its own file.
-    built = {c.cfg.dataset.name: pipeline.ensure_shards(c.cfg.dataset, c.cfg.paths.shards_dir) for c in
+    built = {c.cfg.dataset.name: datasets.ensure_shards(c.cfg.dataset, c.cfg.paths.shards_dir).folder for c in
              (cardio[0], wine[0])}
     assert built == {"cardio": tmp_path / "shards" / "cardio", "wine": tmp_path / "shards" / "wine"}
     assert pipeline.load_dataset(cardio[0].cfg.dataset, tmp_path / "shards").parts["all"][1].sum() == 9
@@ -98,12 +99,12 @@ def test_an_odds_table_is_named_after_its_file_in_cells_and_shards(composer, dir
 def test_the_rebuild_command_of_a_named_table_composes_it_again(composer, dirs, tmp_path):
     _write_odds(tmp_path / "data", "cardio", ".npz")
     cell = _tabular_cells(composer, dirs, tmp_path / "data", "dataset.params.name=cardio", "method=ae")[0]
-    assert pipeline.dataset_option(cell.cfg.dataset) == "odds"  # no cardio.yaml: the generic file
-    again = composer(["dataset=odds", *pipeline.rebuild_overrides(cell.cfg.dataset)]).dataset
-    assert again.name == "cardio" and pipeline.source_params(again) == pipeline.source_params(cell.cfg.dataset)
+    assert datasets.dataset_option(cell.cfg.dataset) == "odds"  # no cardio.yaml: the generic file
+    again = composer(["dataset=odds", *datasets.rebuild_overrides(cell.cfg.dataset)]).dataset
+    assert again.name == "cardio" and datasets.source_params(again) == datasets.source_params(cell.cfg.dataset)
 
 
-def test_the_issues_command_line_names_the_dataset_after_the_table(composer, dirs, tmp_path):
+def test_the_documented_command_line_names_the_dataset_after_the_table(composer, dirs, tmp_path):
     """`grid=tabular dataset=odds dataset.params.name=cardio` as typed: `dataset=` narrows the grid's dataset axis."""
     _write_odds(tmp_path / "data", "cardio", ".npz")
     overrides = [*dirs, "grid=tabular", "dataset=odds", "dataset.params.name=cardio",
@@ -113,12 +114,16 @@ def test_the_issues_command_line_names_the_dataset_after_the_table(composer, dir
 
 
 @pytest.mark.parametrize("option, overrides, key", [
-    ("odds", [], "dataset.params.name=<table>"),
-    ("csv_table", ["dataset.params.path=t.csv", "dataset.params.label_column=y"], "dataset.name=<a name of yours>"),
+    ("odds", [], "dataset.params.name"),
+    ("csv_table", ["dataset.params.path=t.csv", "dataset.params.label_column=y"], "dataset.name"),
 ])
 def test_a_dataset_of_ones_own_without_a_name_says_which_key_to_set(composer, dirs, option, overrides, key):
+    """Before any data is read: the required key, and the two ways to set it (a value, or an axis of values)."""
+    from dadf.grid.cells import GridError
+
     overrides = [*dirs, "grid=tabular", f"dataset={option}", "grid.axes.dataset=[]", *overrides]
-    with pytest.raises(DataError, match=f"dataset={option} reads data of your own: name it with {key}"):
+    fixes = rf"{key} is required and not set .*{key}=<value>.*grid.axes.{key}=\[<values>\]"
+    with pytest.raises(GridError, match=fixes):
         expand(composer(overrides), overrides, composer)
     with pytest.raises(DataError, match="dataset.params.name"):
         load_source("odds", name="???")
@@ -300,7 +305,7 @@ def test_the_parts_of_built_shards_are_checked_too(composer, dirs, tmp_path):
     overrides = [*dirs, "grid=mnist_ovr", "dataset=image_arrays", "dataset.name=mine", f"dataset.root={tmp_path}",
                  "dataset.params.path=a.npz", "method=ae"]
     cfg = composer(overrides)
-    pipeline.ensure_shards(cfg.dataset, cfg.shards_dir)
+    datasets.ensure_shards(cfg.dataset, cfg.shards_dir)
     (tmp_path / "a.npz").unlink()  # the check reads the shards' index, not the file
     problems = check_cells(expand(cfg, overrides, composer))
     assert len(problems) == 1 and problems[0].endswith("with dataset.params.split_test=true [all 2 cells]")
@@ -336,8 +341,31 @@ def test_the_generic_sources_are_listed_with_what_they_read():
     generic = sources.generic_sources()
     assert list(generic) == ["csv_table", "idx", "image_arrays", "image_folder", "odds"]
     assert all(text for text in generic.values()) and ".npz" in generic["odds"]
-    config_dir = Path(pipeline._DATASET_CONFIGS)
+    config_dir = datasets.PACKAGE_DATASETS
     assert all((config_dir / f"{name}.yaml").is_file() for name in generic)  # each has its template
+
+
+# ------------------------------------------------------------------------------------- a config folder of one's own
+def test_a_dataset_file_in_ones_own_config_folder_is_what_the_rebuild_command_composes(composer, tmp_path):
+    """Dataset files are looked up on the launch's search path: a file of the user's folder (hydra.searchpath) is
+    the `dataset=` option of the printed command, which carries that search path and composes the file again."""
+    mine = tmp_path / "my_configs"
+    (mine / "dataset").mkdir(parents=True)
+    (mine / "dataset" / "tiny_synthetic.yaml").write_text(
+        "name: tiny_synthetic\nsource: synthetic\nroot: null\ndownload: false\nsize: 4\nchannels: null\n"
+        "params: {n_classes: 2, n_per_class: 6, n_test_per_class: 3}\ntop_k_percent: null\n")
+    searchpath = [f"file://{mine}"]
+    dcfg = composer([f"hydra.searchpath=[file://{mine}]", "dataset=tiny_synthetic"]).dataset
+    assert datasets.dataset_option(dcfg) == "synthetic"  # without the user's folder: the source's file
+    assert datasets.dataset_option(dcfg, [str(mine)]) == "tiny_synthetic"  # file:// is optional
+    built = datasets.ensure_shards(dcfg, tmp_path / "shards", searchpath=searchpath)
+    argv = shlex.split(built.rebuild)
+    assert argv[:3] == ["python", "jobs/build_shards.py", "dataset=tiny_synthetic"]
+    assert f"hydra.searchpath=[file://{mine}]" in argv and "force=true" in argv
+    again = composer(argv[2:])
+    assert again.dataset.name == "tiny_synthetic" and Path(again.shards_dir) == (tmp_path / "shards").resolve()
+    assert datasets.source_params(again.dataset) == datasets.source_params(dcfg)
+    assert shards.BuiltShards.open(built.folder).rebuild == built.rebuild  # the index records the same command
 
 
 # ---------------------------------------------------------------------------------------------- end to end

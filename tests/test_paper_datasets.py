@@ -1,4 +1,4 @@
-"""The papers' remaining datasets (issue 19): LSUN, CelebA with its attributes, COIL-100 and ImageNet (resize), each
+"""The papers' remaining datasets: LSUN, CelebA with its attributes, COIL-100 and ImageNet (resize), each
 read from tiny files in its public layout written here; per-sample attributes through the shards; the `attribute`
 protocol; the grids that use them, with the papers' numbers beside their cells."""
 from __future__ import annotations

@@ -20,7 +20,7 @@ from dadf.grid import aggregate as agg
 from dadf.grid import render, report, results, stats, store
 from dadf.grid import table as tbl
 
-# five seeds of simplex_tabular's arrhythmia F1 (issue 17)
+# five seeds of simplex_tabular's arrhythmia F1 (docs/results.md)
 ARRHYTHMIA_F1 = [0.364, 0.431, 0.568, 0.576, 0.522]
 
 
@@ -250,7 +250,7 @@ def test_seeds_that_disagree_with_the_means_are_counted(tmp_path):
 # ------------------------------------------------------------------------------------------- papers in context
 
 @pytest.mark.parametrize("runs, paper, wording", [
-    ("unknown", 0.545, "within seed spread (2/5 ≥)"),  # the issue's arrhythmia F1: 2 of 5 seeds beat the paper
+    ("unknown", 0.545, "within seed spread (2/5 ≥)"),  # the measured arrhythmia F1: 2 of 5 seeds beat the paper
     (1, 0.60, "above seed spread (0/5 ≥)"),
     (1, 0.30, "below seed spread (5/5 ≥)"),
     (3, 0.50, "inside the 95% CI"),

@@ -146,6 +146,7 @@ def test_plan_estimates_from_finished_cells_and_leaves_the_runs_folder_as_it_was
 
 def test_plan_warns_when_a_cell_is_longer_than_the_time_limit(composer, dirs, tmp_path):
     """A finished cell of the same method and dataset that took two hours, and a SLURM limit of one hour."""
+    from dadf.grid.launch import launcher_for
     from dadf.grid.plan import make_plan, render
 
     runs = Path(dirs[0].split("=", 1)[1])
@@ -155,7 +156,7 @@ def test_plan_warns_when_a_cell_is_longer_than_the_time_limit(composer, dirs, tm
     old.mkdir(parents=True)
     (old / "metrics.json").write_text(json.dumps({"wall_time_s": 7300.0, "timing": {"train_s": 7200.0},
                                                   "steps": 300, "hardware": {"device": "cuda:0"}}))
-    text = render(make_plan(cells, cfg.launcher, runs))
+    text = render(make_plan(cells, launcher_for(cfg.launcher), runs))
     assert "ae on digits (cuda): ~7300 s a cell (estimate from 1 finished cell)" in text
     assert "longer than time_min=60: about 2 requeue(s) a cell (20 in all)" in text
     assert "GPU" in text and "20.28 h GPU" in text  # 10 cells x 7300 s x 1 GPU

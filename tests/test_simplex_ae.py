@@ -72,7 +72,7 @@ def test_presets_follow_the_supplementary_tables_by_name():
 
 
 def test_a_table_is_not_given_a_preset_for_its_feature_count():
-    """A 6-feature table that is not thyroid gets the plain defaults (it used to get thyroid's SGD, lr 2e-5)."""
+    """A 6-feature table that is not thyroid gets the plain defaults, not thyroid's SGD with lr 2e-5."""
     m = make((6,))
     assert (m.lr, m.lam, m.opt_name, m.z_dim) == (3e-4, 0.5, "adam", 32)
     assert [type(_inner(o)) for o in m.opts.values()] == [torch.optim.Adam] * 3

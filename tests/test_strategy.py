@@ -49,5 +49,5 @@ def test_the_trainer_config_chooses_the_strategy():
 
     tcfg = OmegaConf.create({"strategy": "ddp", "channels_last": False})
     assert type(make_strategy(tcfg, Accelerator(cpu=True), None)) is SingleProcess
-    with pytest.raises(ValueError, match="trainer.strategy='fsdp'; choose one of ddp, deepspeed"):
+    with pytest.raises(ValueError, match="trainer.strategy='fsdp' must be one of ddp, deepspeed"):
         make_strategy(OmegaConf.create({"strategy": "fsdp", "channels_last": False}), Accelerator(cpu=True), None)

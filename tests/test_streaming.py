@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dadf.data import shards, stream
+from dadf.data import normalise, placement, shards, stream
 from dadf.data.types import TABULAR, Source
 from dadf.grid import store
 from dadf.grid.cells import expand
@@ -38,7 +38,7 @@ def all_rows(out: Path, keep=None) -> stream.ShardRows:
     table = stream.scan(out)
     part = table.parts[(0, "all")]
     idx = np.arange(len(part.cls)) if keep is None else np.flatnonzero(keep(np.arange(len(part.cls))))
-    return stream.ShardRows(table, part.file_id[idx], part.offset[idx], stream.Normaliser(TABULAR, 0.0, 1.0))
+    return stream.ShardRows(table, part.file_id[idx], part.offset[idx], normalise.Normaliser(TABULAR, 0.0, 1.0))
 
 
 def draw(rows, micro, rank, world, workers, count, seed=5, state=None):
@@ -148,7 +148,7 @@ def test_memory_budget_values(tmp_path):
     from omegaconf import OmegaConf
 
     def budget(v):
-        return stream.budget_bytes(OmegaConf.create({"memory_budget": v}), free_bytes=1000)
+        return placement.budget_bytes(OmegaConf.create({"memory_budget": v}), free_bytes=1000)
 
     assert budget(0.5) == 500 and budget("2KB") == 2048 and budget("1.5 GB") == int(1.5 * 2**30)
     assert budget(4096) == 4096
@@ -160,7 +160,7 @@ def test_memory_budget_values(tmp_path):
 def test_auto_compares_the_indexed_size_with_the_budget(tmp_path):
     from omegaconf import OmegaConf
 
-    from dadf.data.pipeline import source_params
+    from dadf.data.datasets import source_params
 
     dcfg = OmegaConf.create({"name": "numbered", "source": "csv_table", "size": None, "channels": None, "params": {}})
     x = np.zeros((100, 10), np.float32)  # 100 rows x 10 x (4 raw + 4 float32) bytes = 8,000 bytes in memory
@@ -170,7 +170,7 @@ def test_auto_compares_the_indexed_size_with_the_budget(tmp_path):
     def mode(data, budget, trainable=True):
         cell = OmegaConf.create({"dataset": dcfg, "protocol": {"name": "tabular"},
                                  "trainer": {"data": data, "memory_budget": budget}})
-        return stream.resolve_data_mode(cell, tmp_path, trainable, free_bytes=16_000)
+        return placement.resolve_data_mode(cell, tmp_path, trainable, free_bytes=16_000)
 
     assert mode("auto", 8000) == "memory" and mode("auto", 7999) == "stream"
     assert mode("auto", 0.5) == "memory" and mode("auto", 0.4) == "stream"  # fractions of the 16,000 free bytes
@@ -183,7 +183,8 @@ def test_auto_compares_the_indexed_size_with_the_budget(tmp_path):
 
 @pytest.mark.slow
 def test_auto_decides_at_launch_by_budget_and_is_frozen(composer, dirs, tmp_path):
-    from dadf.data.pipeline import ensure_shards, prepare_cell_data
+    from dadf.data.datasets import ensure_shards
+    from dadf.data.pipeline import prepare_cell_data
 
     base = [*dirs, *DIGITS]
     ensure_shards(composer(base).dataset, tmp_path / "shards")  # the index gives the size
@@ -205,9 +206,11 @@ def test_auto_decides_at_launch_by_budget_and_is_frozen(composer, dirs, tmp_path
 
 
 def test_unknown_data_mode_and_streaming_a_fitted_method_are_refused(composer, dirs):
-    base = [*dirs, *DIGITS, "trainer.data=disk"]
-    with pytest.raises(ValueError, match="trainer.data='disk'.*auto, memory, stream"):
-        expand(composer(base), base, composer)
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as err:  # not a data mode: refused when composing
+        composer([*dirs, *DIGITS, "trainer.data=disk"])
+    assert "Invalid value 'disk', expected one of [auto, memory, stream]" in str(err.value.__cause__)
     shallow = [*dirs, *(o for o in DIGITS if o != "method=ae"), "method=ocsvm", "trainer.data=stream"]
     with pytest.raises(ValueError, match="'ocsvm' is fitted on all its training rows.*trainer.data=memory"):
         expand(composer(shallow), shallow, composer)
@@ -332,15 +335,15 @@ def test_the_split_from_labels_and_attributes_in_the_shards_equals_the_in_memory
             for field in ("part", "index", "label", "truth", "cls"):
                 assert np.array_equal(getattr(getattr(a, subset), field), getattr(getattr(b, subset), field))
         # and the rows read by offset are the rows the in-memory path gathers
-        rows = stream.ShardRows.of(table, a.test, stream.Normaliser(IMAGE))
+        rows = stream.ShardRows.of(table, a.test, normalise.Normaliser(IMAGE))
         gathered = np.stack([loaded.parts[p][0][i] for p, i in zip(a.test.part, a.test.index)])
         assert np.array_equal(rows.raw(), gathered)
 
 
 @pytest.mark.slow
 def test_the_first_launch_of_a_grid_decides_auto_from_the_shards_it_builds(tmp_path):
-    # digits declares its classes, so its shards used to be built only after expansion: the launcher builds them
-    # first for auto cells, so the first launch decides as every later one does.
+    # digits declares its classes, so expanding needs no shards; the launcher still builds them first for auto
+    # cells, so the first launch decides as every later one does.
     from conftest import run_job
 
     args = [f"runs_dir={tmp_path / 'runs'}", f"shards_dir={tmp_path / 'shards'}", *DIGITS, "trainer.steps=20",

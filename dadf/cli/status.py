@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     # On disk: a cell without a folder has not been scheduled yet (pending)
     views = {r.id: {"state": store.PENDING if r.state == "missing" else r.state, "reason": r.reason, "job_id": None,
                     "log": None} for r in records}
-    submitted = [r for r in records if r.dir is not None and (r.dir / slurm.RECORD).exists()]
+    submitted = [r for r in records if r.dir is not None and store.CellDir(r.dir).slurm.exists()]
     if not args.no_queue and submitted and shutil.which("squeue"):
         try:
             states = slurm.queue_states(timeout=30)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if v["state"] in ("failed", "lost", "unreadable"):
             reason = (v["reason"] or "no reason recorded").removeprefix(f"{v['state']}: ")
             print(f"  {v['state'].upper():7s} {name}: {reason}")
-            log_file = v["log"] or (None if v["state"] == "unreadable" else grid_dir / name / "status.json")
+            log_file = v["log"] or (None if v["state"] == "unreadable" else store.CellDir(grid_dir / name).status)
             if log_file:  # an unreadable cell's reason names its file already
                 print(f"          log: {log_file}" + (f"  (job {v['job_id']})" if v["job_id"] else ""))
         elif v["state"] == "requeued":

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from omegaconf import MISSING
 
+from dadf.checks import choices
 from dadf.data.types import PRIMARY, SECONDARY, Source, Split, Subset
 from dadf.eval.metrics import TOP_K_RULES
 from dadf.identity import added
@@ -273,12 +274,15 @@ class OODParams:
     val_fraction: float = 0.0
 
 
+TopKRule = choices("TopKRule", TOP_K_RULES)
+
+
 @dataclass
 class TabularParams:
     train_fraction: float = 0.5
     # how the top k% (dataset.top_k_percent; null: the test split's anomaly ratio) are flagged for precision/recall/
-    # F1: percentile (the field's, dadf/eval/metrics.py) | round (dadf's before this setting)
-    top_k_rule: str = added("percentile", before="round")
+    # F1: percentile (the field's, dadf/eval/metrics.py) | round (round(k% x n) rows by position)
+    top_k_rule: TopKRule = added(TopKRule.percentile, before="round")
 
 
 def _check_top_k_rule(value, _source) -> str:

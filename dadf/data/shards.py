@@ -1,4 +1,4 @@
-"""WebDataset shards of a `Source`: build once, then load in memory or stream per rank.
+"""WebDataset shards of a `Source`: what a shard folder holds, building one, and reading it back.
 
 Layout of a shard folder::
 
@@ -10,14 +10,18 @@ Layout of a shard folder::
                             in index.json's "attributes", in that order; `decode_attributes`)
     <part>.rows.npy         only for a `ChunkedSource` (a dataset too big to hold): each sample's shard, row, offset
                             of its raw values in the tar, class and attributes (`_write_row_table`), so streaming
-                            skips the walk over the tar headers; shards without it are walked as before
+                            skips the walk over the tar headers (`tar_members`) that other shards need
 
 Samples are shuffled (seeded) before writing, so any shard is a random sample of its part; the
 original index travels in the key, so loading puts every row back where the `Source` had it and
 split indices made on the original `Source` stay valid.
+
+The readers take a `BuiltShards` (the folder, its index read once, the command that rebuilds it); `tar_members` is
+the one walk over the tars' headers, for a shard held in memory (loading here) or read with seeks (stream.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import io
@@ -31,13 +35,14 @@ import socket
 import tarfile
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import webdataset as wds
 
 from dadf.data.types import ChunkedSource, Source
+from dadf.procs import pid_alive
 
 FORMAT = 1
 INDEX_FILE = "index.json"
@@ -69,18 +74,19 @@ _BARE = re.compile(r"[A-Za-z_/][A-Za-z0-9_/.+@-]*")  # strings Hydra reads unquo
 
 def override(key: str, value) -> str:
     """`key=value` in Hydra's override grammar, so that the command line composes exactly `value`."""
-    return f"{key}={_hydra_value(value)}"
+    return f"{key}={hydra_value(value)}"
 
 
-def _hydra_value(value) -> str:
+def hydra_value(value) -> str:
+    """`value` in Hydra's override grammar: bare where Hydra reads it as itself, else quoted."""
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
     text = str(value)
     if _BARE.fullmatch(text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
         return text
@@ -88,7 +94,8 @@ def _hydra_value(value) -> str:
     return "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), text) + "'"
 
 
-def _shard_error(path: Path | str, problem: str, rebuild: str) -> ShardError:
+def shard_error(path: Path | str, problem: str, rebuild: str) -> ShardError:
+    """The error every reader raises about a shard file: the file, what is wrong, and the command that rebuilds it."""
     return ShardError(f"{path}: {problem}; rebuild with: {rebuild}")
 
 
@@ -115,7 +122,7 @@ def _npy_bytes(row: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class _Layout:
+class RowLayout:
     """Shape/dtype of one row and its exact .npy header: rows of a part share one header, so
     encoding is header + raw bytes and decoding can copy the payload without parsing it."""
 
@@ -145,7 +152,7 @@ def decode_attributes(blob: bytes) -> np.ndarray:
 
 def _write_shard(path: Path, part: str, rows: np.ndarray, x: np.ndarray, y: np.ndarray, a: np.ndarray | None) -> dict:
     """Write the samples of `rows` (original indices, in this order) whose x, y, a are the arrays' rows in order."""
-    layout = _Layout(x.shape[1:], x.dtype)
+    layout = RowLayout(x.shape[1:], x.dtype)
     # mtime fixed so that the same source and seed give byte-identical tars (stable checksums).
     with open(path, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0) as writer:
         for j, i in enumerate(rows):
@@ -197,7 +204,7 @@ def _write_chunked_part(out: Path, part: str, source: ChunkedSource, rng, sample
         shards.append(_write_shard(out / _shard_name(part, k), part, rows, x, y[rows], None if a is None else a[rows]))
         (spill / str(k)).unlink()  # disk: the spill shrinks as the shards grow
     spill.rmdir()
-    _write_row_table(out, part, shard_rows, y, a, _Layout(source.sample_shape, source.dtype))
+    _write_row_table(out, part, shard_rows, y, a, RowLayout(source.sample_shape, source.dtype))
     return {"count": int(len(y)), "shards": shards}
 
 
@@ -206,14 +213,15 @@ def row_table_dtype(n_attributes: int) -> np.dtype:
     return np.dtype(fields + ([("attributes", "u1", (n_attributes,))] if n_attributes else []))
 
 
-def _write_row_table(out: Path, part: str, shard_rows: list[np.ndarray], y, a, layout: _Layout) -> None:
+def _write_row_table(out: Path, part: str, shard_rows: list[np.ndarray], y, a, layout: RowLayout) -> None:
     """`<part>.rows.npy`: per sample, in shard order, its shard (number in index.json's list), original row, the
     offset of its raw values in the tar, class and attributes, read back from the tars just written. The streaming
     path reads this instead of walking the tar headers (stream.py `scan`), millions of seeks for LSUN."""
     table = np.zeros(sum(len(r) for r in shard_rows), row_table_dtype(0 if a is None else a.shape[1]))
     start = 0
     for k, rows in enumerate(shard_rows):
-        members = _tar_members((out / _shard_name(part, k)).read_bytes())
+        data = (out / _shard_name(part, k)).read_bytes()
+        members = tar_members(in_memory(data), len(data))
         offsets = {name: offset for name, offset, _ in members}
         got = table[start : start + len(rows)]
         got["shard"], got["row"], got["cls"] = k, rows, y[rows]
@@ -290,23 +298,13 @@ def remove_stale_builds(out_dir: Path) -> list[Path]:
 
 
 def _build_is_dead(path: Path, host: str | None, pid: int) -> bool:
-    if host == socket.gethostname() and not _pid_alive(pid):
+    if host == socket.gethostname() and not pid_alive(pid):
         return True
     try:
         last_write = max([path.stat().st_mtime] + [entry.stat().st_mtime for entry in os.scandir(path)])
     except FileNotFoundError:  # its owner is moving or removing it right now: alive
         return False
     return time.time() - last_write > STALE_BUILD_S
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
@@ -374,7 +372,7 @@ def build_shards(
 
 
 # --------------------------------------------------------------------------------------------------
-# Reading the index.
+# Reading a shard folder: its index, once, and the one walk over its tars' headers.
 
 
 def read_index(out_dir: Path, *, rebuild: str | None = None) -> dict:
@@ -383,14 +381,14 @@ def read_index(out_dir: Path, *, rebuild: str | None = None) -> dict:
     path = Path(out_dir) / INDEX_FILE
     rebuild = rebuild or force_rebuild_command(out_dir, Path(out_dir).name)
     if not path.is_file():
-        raise _shard_error(path, "missing index (shards were never built or the build did not finish)", rebuild)
+        raise shard_error(path, "missing index (shards were never built or the build did not finish)", rebuild)
     try:
         index = json.loads(path.read_text())
     except (OSError, ValueError) as exn:
-        raise _shard_error(path, f"unreadable index ({exn})", rebuild) from exn
+        raise shard_error(path, f"unreadable index ({exn})", rebuild) from exn
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         found = index.get("format") if isinstance(index, dict) else None
-        raise _shard_error(path, f"unsupported index format {found!r} (expected {FORMAT})", rebuild)
+        raise shard_error(path, f"unsupported index format {found!r} (expected {FORMAT})", rebuild)
     return index
 
 
@@ -399,84 +397,122 @@ def _index_rebuild_command(out_dir: Path, index: dict) -> str:
     return force_rebuild_command(out_dir, index["dataset"], index.get("rebuild_overrides", ()))
 
 
-# --------------------------------------------------------------------------------------------------
-# In-memory loading: each shard read whole, its tar headers walked directly, and the rows copied
-# straight from the tar bytes into one preallocated array (see load_source_from_shards).
+@dataclasses.dataclass(frozen=True)
+class BuiltShards:
+    """A dataset's built shards as every reader takes them: their folder, their index (read once) and the command
+    that rebuilds them, which every error about them prints."""
+
+    folder: Path
+    index: dict
+    rebuild: str
+
+    @classmethod
+    def open(cls, folder: Path | str, rebuild: str | None = None) -> BuiltShards:
+        """The shards in `folder`; their errors print `rebuild` (default: the command their index records)."""
+        folder = Path(folder)
+        index = read_index(folder, rebuild=rebuild)
+        return cls(folder, index, rebuild or _index_rebuild_command(folder, index))
+
+    @classmethod
+    def of(cls, shards: BuiltShards | Path | str) -> BuiltShards:
+        """`shards` as they are, or the shards in that folder."""
+        return shards if isinstance(shards, BuiltShards) else cls.open(shards)
 
 
 _BLOCK = 512
+Read = Callable[[int, int], bytes]  # (offset, size) -> the shard's bytes there
 
 
-def _tar_members(data: bytes) -> list[tuple[str, int, int]]:
-    """(name, data offset, size) of each file in a USTAR tar held in memory.
+def in_memory(data: bytes) -> Read:
+    """`Read` over a shard held in memory."""
+    return lambda offset, size: data[offset : offset + size]
+
+
+def tar_members(read: Read, size: int) -> list[tuple[str, int, int]]:
+    """(name, data offset, size) of each file in a USTAR tar of `size` bytes, up to a member cut off by truncation
+    (the count checks report what is missing). `read` gives the tar's bytes: held in memory, or read with seeks,
+    so that a walk need not read the payloads.
 
     A minimal header walk instead of `tarfile`, whose per-member header parsing made loading
     MNIST take ~6 s instead of ~1 s. It reads only what `build_shards` writes (USTAR, regular files).
     """
-    members, header_offsets, stored_sums = [], [], []
+    members, headers, header_offsets, stored_sums = [], [], [], []
     off = 0
-    while off + _BLOCK <= len(data):
-        if data[off] == 0:
+    while off + _BLOCK <= size:
+        header = read(off, _BLOCK)
+        if header[0] == 0:
             break  # end-of-archive (zero) block: a member header always starts with its name
-        header = data[off : off + _BLOCK]
-        kind = header[156:157]
-        if kind not in (b"0", b"\0"):
-            raise tarfile.TarError(f"unsupported member type {kind!r} at byte {off}")
+        if header[156] not in (48, 0):  # "0" or NUL: a regular file
+            raise tarfile.TarError(f"unsupported member type {header[156:157]!r} at byte {off}")
         name = header[:100].split(b"\0", 1)[0]
-        prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
-        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
-        members.append(((prefix + b"/" + name if prefix else name).decode(), off + _BLOCK, size))
+        if header[345] and header[257:262] == b"ustar":  # a long name's prefix
+            name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+        n = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        name = name.decode()
+        headers.append(header)
         header_offsets.append(off)
         stored_sums.append(int(header[148:156].strip(b"\0 ") or b"0", 8))
-        off += _BLOCK + -(-size // _BLOCK) * _BLOCK
-    _check_header_sums(data, header_offsets, stored_sums)
+        if off + _BLOCK + n > size:
+            break
+        members.append((name, off + _BLOCK, n))
+        off += _BLOCK + -(-n // _BLOCK) * _BLOCK
+    _check_header_sums(headers, header_offsets, stored_sums)
     return members
 
 
-def _check_header_sums(data: bytes, offsets: list[int], stored: list[int]) -> None:
+def _check_header_sums(headers: list[bytes], offsets: list[int], stored: list[int]) -> None:
     """Tar header checksums, all at once: byte sum with the 8-byte checksum field counted as spaces."""
-    if not offsets:
+    if not headers:
         return
-    headers = np.frombuffer(data, np.uint8)[np.asarray(offsets)[:, None] + np.arange(_BLOCK)]
-    sums = headers.sum(axis=1, dtype=np.int64) - headers[:, 148:156].sum(axis=1, dtype=np.int64) + 8 * ord(" ")
+    blocks = np.frombuffer(b"".join(headers), np.uint8).reshape(len(headers), _BLOCK)
+    sums = blocks.sum(axis=1, dtype=np.int64) - blocks[:, 148:156].sum(axis=1, dtype=np.int64) + 8 * ord(" ")
     bad = np.flatnonzero(sums != np.asarray(stored))
     if len(bad):
         raise tarfile.TarError(f"bad header checksum at byte {offsets[bad[0]]}")
 
 
-def _read_shard(path: Path, part: str, rebuild: str):
-    """Parse one shard held in memory: (bytes, row indices, {row: class}, x payload (offset, size),
-    {row: attributes member})."""
-    data = path.read_bytes()
+@dataclasses.dataclass
+class ShardMembers:
+    """One shard's samples: each x.npy member's row and payload (offset, size), in tar order; each sample's class
+    (.cls) and attribute bytes (.attr)."""
+
+    rows: list[int]
+    x: list[tuple[int, int]]
+    classes: dict[int, int]
+    attributes: dict[int, bytes]
+
+
+def read_members(path: Path | str, part: str, rebuild: str, read: Read, size: int) -> ShardMembers:
+    """The samples of one shard of `part` (`size` bytes, read through `read`); the x payloads are located, not
+    read. A tar that cannot be walked, or a sample of another part, is a ShardError naming `path`."""
     try:
-        members = _tar_members(data)
+        members = tar_members(read, size)
     except (tarfile.TarError, ValueError, UnicodeDecodeError) as exn:
-        raise _shard_error(path, f"unreadable tar ({exn})", rebuild) from exn
-    prefix = part + "_"
-    rows, classes, x_offsets, attributes = [], {}, [], {}
-    for name, offset, size in members:
-        if offset + size > len(data):
-            break  # member cut off by truncation; the count check reports it
+        raise shard_error(path, f"unreadable tar ({exn})", rebuild) from exn
+    got = ShardMembers([], [], {}, {})
+    prefix = part + "_"  # a key is sample_key's "<part>_<row>"
+    for name, offset, n in members:
         key, _, ext = name.partition(".")
-        row = _row_of(key, prefix)
-        if row is None:
-            raise _shard_error(path, f"sample {key!r} does not belong to part {part!r}", rebuild)
+        digits = key[len(prefix) :]
+        if not (key.startswith(prefix) and digits.isdigit()):
+            raise shard_error(path, f"sample {key!r} does not belong to part {part!r}", rebuild)
+        row = int(digits)
         if ext == "x.npy":
-            rows.append(row)
-            x_offsets.append((offset, size))
+            got.rows.append(row)
+            got.x.append((offset, n))
         elif ext == "cls":
-            classes[row] = int(data[offset : offset + size])
+            got.classes[row] = int(read(offset, n))
         elif ext == "attr":
-            attributes[row] = data[offset : offset + size]
-    return data, rows, classes, x_offsets, attributes
+            got.attributes[row] = read(offset, n)
+    return got
 
 
-def _row_of(key: str, prefix: str) -> int | None:
-    digits = key[len(prefix) :]
-    return int(digits) if key.startswith(prefix) and digits.isdigit() else None
+# --------------------------------------------------------------------------------------------------
+# In-memory loading: each shard read whole, its tar headers walked directly, and the rows copied
+# straight from the tar bytes into one preallocated array (see load_source_from_shards).
 
 
-def _place_x(path, data: bytes, offsets, rows, x_out_bytes: np.ndarray, layout: _Layout, rebuild: str):
+def _place_x(path, data: bytes, offsets, rows, x_out_bytes: np.ndarray, layout: RowLayout, rebuild: str):
     """Copy the row payloads into their rows; fall back to np.load when a header is unexpected."""
     hlen = len(layout.header)
     fast = [k for k, (off, size) in enumerate(offsets) if size == hlen + layout.nbytes and
@@ -489,13 +525,13 @@ def _place_x(path, data: bytes, offsets, rows, x_out_bytes: np.ndarray, layout: 
         off, size = offsets[k]
         row = np.load(io.BytesIO(data[off : off + size]), allow_pickle=False)
         if row.shape != layout.shape or row.dtype != layout.dtype:
-            raise _shard_error(
+            raise shard_error(
                 path, f"sample {rows[k]} has shape {row.shape} {row.dtype}, index says "
                 f"{layout.shape} {layout.dtype}", rebuild)
         x_out_bytes[rows[k]] = np.frombuffer(row.tobytes(), dtype=np.uint8)
 
 
-def _load_part(out_dir: Path, part: str, entry: dict, layout: _Layout, rebuild: str, verify: bool,
+def _load_part(out_dir: Path, part: str, entry: dict, layout: RowLayout, rebuild: str, verify: bool,
                n_attributes: int = 0):
     n = int(entry["count"])
     x = np.empty((n, *layout.shape), dtype=layout.dtype)
@@ -506,55 +542,56 @@ def _load_part(out_dir: Path, part: str, entry: dict, layout: _Layout, rebuild: 
     for shard in entry["shards"]:
         path = out_dir / shard["file"]
         if not path.is_file():
-            raise _shard_error(path, "missing shard file", rebuild)
+            raise shard_error(path, "missing shard file", rebuild)
         if verify and _sha256(path) != shard["sha256"]:
-            raise _shard_error(path, "checksum mismatch (file differs from the one index.json recorded)", rebuild)
-        data, rows, classes, offsets, attributes = _read_shard(path, part, rebuild)
-        _check_shard_rows(path, rows, classes, shard["count"], n, seen, rebuild)
-        _place_x(path, data, offsets, rows, x_bytes, layout, rebuild)
-        y[rows] = [classes[r] for r in rows]
+            raise shard_error(path, "checksum mismatch (file differs from the one index.json recorded)", rebuild)
+        data = path.read_bytes()
+        got = read_members(path, part, rebuild, in_memory(data), len(data))
+        rows = got.rows
+        _check_shard_rows(path, rows, got.classes, shard["count"], n, seen, rebuild)
+        _place_x(path, data, got.x, rows, x_bytes, layout, rebuild)
+        y[rows] = [got.classes[r] for r in rows]
         if n_attributes:
-            a[rows] = _attribute_rows(path, rows, attributes, n_attributes, rebuild)
+            a[rows] = _attribute_rows(path, rows, got.attributes, n_attributes, rebuild)
         seen[rows] = True
     if not seen.all():
-        raise _shard_error(out_dir / INDEX_FILE, f"part {part!r}: {int((~seen).sum())} of {n} samples missing", rebuild)
+        raise shard_error(out_dir / INDEX_FILE, f"part {part!r}: {int((~seen).sum())} of {n} samples missing", rebuild)
     return x, y, a
 
 
 def _attribute_rows(path, rows, attributes: dict, n_attributes: int, rebuild: str) -> np.ndarray:
     lacking = [r for r in rows if len(attributes.get(r, b"")) != n_attributes]
     if lacking:
-        raise _shard_error(path, f"sample {lacking[0]} lacks its {n_attributes} attributes (.attr member)", rebuild)
+        raise shard_error(path, f"sample {lacking[0]} lacks its {n_attributes} attributes (.attr member)", rebuild)
     out = np.stack([decode_attributes(attributes[r]) for r in rows]) if rows else np.empty((0, n_attributes))
     if out.size and out.max() > 1:
-        raise _shard_error(path, "attributes other than 0/1 in an .attr member", rebuild)
+        raise shard_error(path, "attributes other than 0/1 in an .attr member", rebuild)
     return out
 
 
 def _check_shard_rows(path, rows, classes, expected, n, seen, rebuild) -> None:
     complete = len(set(rows) & set(classes))  # samples with both members
     if complete < expected:
-        raise _shard_error(path, f"truncated: read {complete} of {expected} samples", rebuild)
+        raise shard_error(path, f"truncated: read {complete} of {expected} samples", rebuild)
     if len(rows) != expected or len(classes) != expected:
-        raise _shard_error(
+        raise shard_error(
             path, f"count mismatch: {len(rows)} x.npy and {len(classes)} cls members, index says {expected}", rebuild)
     arr = np.asarray(rows, dtype=np.int64)
     if len(arr) and (arr.min() < 0 or arr.max() >= n):
-        raise _shard_error(path, f"sample index out of range 0..{n - 1}", rebuild)
+        raise shard_error(path, f"sample index out of range 0..{n - 1}", rebuild)
     if seen[arr].any() or len(np.unique(arr)) != len(arr):
-        raise _shard_error(path, "duplicate sample keys", rebuild)
+        raise shard_error(path, "duplicate sample keys", rebuild)
 
 
-def load_source_from_shards(out_dir: Path, *, verify: bool = True) -> Source:
+def load_source_from_shards(shards: BuiltShards | Path, *, verify: bool = True) -> Source:
     """Read every shard back into arrays at the rows' original indices (the in-memory path).
 
     Reads whole files, walks the tar headers directly and copies the .npy payloads in one vectorised
     gather per shard: ~60k MNIST rows/s on 2 cores, ~20x the webdataset pipeline with np.load per row.
     """
-    out_dir = Path(out_dir)
-    index = read_index(out_dir)
-    layout = _Layout(index["sample_shape"], index["dtype"])
-    rebuild = _index_rebuild_command(out_dir, index)
+    built = BuiltShards.of(shards)
+    out_dir, index, rebuild = built.folder, built.index, built.rebuild
+    layout = RowLayout(index["sample_shape"], index["dtype"])
     names = tuple(index.get("attributes", ()))  # absent from shards of sources without attributes
     loaded = {part: _load_part(out_dir, part, entry, layout, rebuild, verify, len(names))
               for part, entry in index["parts"].items()}
@@ -566,7 +603,8 @@ def load_source_from_shards(out_dir: Path, *, verify: bool = True) -> Source:
 
 
 # --------------------------------------------------------------------------------------------------
-# Streaming: a webdataset pipeline over this rank's shards only.
+# A webdataset pipeline over this rank's shards only: the generic reader the benchmarks compare with (training
+# streams through stream.py's ShardStream).
 
 
 def _rank_shards(index: dict, part: str, rank: int, world_size: int, shuffle_shards: bool, seed: int) -> list[dict]:
@@ -603,9 +641,9 @@ class _CheckedShards:
         except Exception as exn:  # any read failure means a bad shard
             problem = "missing shard file" if isinstance(exn, FileNotFoundError) else "unreadable tar"
             detail = exn.args[0] if exn.args else ""
-            raise _shard_error(url, f"{problem} ({type(exn).__name__}: {detail})", self.rebuild) from exn
+            raise shard_error(url, f"{problem} ({type(exn).__name__}: {detail})", self.rebuild) from exn
         if n != self.counts[url]:
-            raise _shard_error(url, f"truncated: read {n} of {self.counts[url]} samples", self.rebuild)
+            raise shard_error(url, f"truncated: read {n} of {self.counts[url]} samples", self.rebuild)
 
 
 class _HasKey:
@@ -621,7 +659,7 @@ def _decode(sample: dict) -> tuple[str, np.ndarray, int]:
 
 
 def stream_samples(
-    out_dir: Path,
+    shards: BuiltShards | Path,
     part: str,
     *,
     keys: set[str] | None = None,
@@ -630,17 +668,16 @@ def stream_samples(
     shuffle_shards: bool = False,
     seed: int = 0,
 ) -> Iterable[tuple[str, np.ndarray, int]]:
-    """Yield (key, x, cls) from this rank's shards of `part` (the streaming path).
+    """Yield (key, x, cls) from this rank's shards of `part`, read by webdataset.
 
     The shard list is split by rank here and by DataLoader worker inside the pipeline, so no process
     opens another's shards. The result is an IterableDataset, fit to hand to a torch DataLoader.
     """
-    out_dir = Path(out_dir)
-    index = read_index(out_dir)
-    shards = _rank_shards(index, part, rank, world_size, shuffle_shards, seed)
-    urls = [str(out_dir / s["file"]) for s in shards]
-    counts = dict(zip(urls, (int(s["count"]) for s in shards)))
-    checked = _CheckedShards(counts, _index_rebuild_command(out_dir, index))
+    built = BuiltShards.of(shards)
+    mine = _rank_shards(built.index, part, rank, world_size, shuffle_shards, seed)
+    urls = [str(built.folder / s["file"]) for s in mine]
+    counts = dict(zip(urls, (int(s["count"]) for s in mine)))
+    checked = _CheckedShards(counts, built.rebuild)
     stages = [wds.SimpleShardList(urls), wds.split_by_worker, checked]
     if keys is not None:
         stages.append(wds.select(_HasKey(keys)))

@@ -1,5 +1,4 @@
-"""Training from a cell's WebDataset shards without loading them (``trainer.data=stream``), and the launch-time
-choice between that and the in-memory path (``trainer.data=auto``).
+"""Training from a cell's WebDataset shards without loading them (``trainer.data=stream``): the readers.
 
 - ``scan``: where each sample's row lies in its shard (file, byte offset), its class and attributes, read from the
   table the build recorded (``<part>.rows.npy``, shards of a chunked source), else from the tar headers with seeks:
@@ -13,6 +12,8 @@ choice between that and the in-memory path (``trainer.data=auto``).
   micro-batches per epoch, the smallest rank share computed from the shard counts, so uneven shards never leave a
   rank waiting in a collective. Its state is (epoch, micro-batch in epoch); a resume re-reads at most one block.
   The order depends on the seed, world size, micro-batch and buffer, never on the number of workers.
+
+Whether a cell streams is decided at launch (placement.py); its split and rows are put together in pipeline.py.
 """
 from __future__ import annotations
 
@@ -20,98 +21,24 @@ import functools
 import math
 import multiprocessing
 import os
-import re
 import select
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from dadf.data import shards
-from dadf.data.types import IMAGE, PRIMARY, SECONDARY, Source, Split, Subset
+from dadf.data.normalise import Normaliser
+from dadf.data.shards import BuiltShards, RowLayout
+from dadf.data.types import PRIMARY, Source, Subset
 
-MODES = ("auto", "memory", "stream")
 # Shards shuffled together, the seeded buffer: 4 x 2,000 rows by default (the shards are shuffled when built too).
 # It shapes the batches: changing it changes every streaming cell's result.
 SHUFFLE_SHARDS = 4
-
-# --------------------------------------------------------------------------------------------------------------
-# Deciding at launch: memory or stream.
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
-
-
-def budget_bytes(tcfg: DictConfig, free_bytes: int | None = None) -> int:
-    """``trainer.memory_budget`` in bytes: a fraction (0, 1] of the free memory (the GPU's with data_on_device on a
-    GPU, else this machine's), or a size ("16GB", "512MB", or bytes as an integer)."""
-    value = tcfg.get("memory_budget", 0.5)
-    if isinstance(value, str):
-        m = _SIZE.match(value)
-        if not m:
-            raise ValueError(f"trainer.memory_budget={value!r} is not a size; write e.g. 16GB, 512MB, or a fraction "
-                             f"0 < f <= 1 of the free memory")
-        return int(float(m[1]) * 1024 ** " KMGT".index(m[2].upper() or " "))
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"trainer.memory_budget={value!r}: give a fraction 0 < f <= 1 of the free memory or a size "
-                         f"such as 16GB")
-    if isinstance(value, int) and value > 1:
-        return value
-    if value > 1:
-        raise ValueError(f"trainer.memory_budget={value} is neither a fraction (0 < f <= 1) nor whole bytes")
-    return int(value * (free_bytes if free_bytes is not None else free_memory(tcfg)))
-
-
-def free_memory(tcfg: DictConfig) -> int:
-    """Free bytes where the training set would live: the GPU with data_on_device (when one is here), else RAM."""
-    if tcfg.get("device", "auto") != "cpu" and tcfg.get("data_on_device", True) and torch.cuda.is_available():
-        return int(torch.cuda.mem_get_info()[0])
-    try:  # MemAvailable: free plus what the kernel can reclaim (page cache), as `free` reports it
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def in_memory_bytes(index: dict) -> int:
-    """What the in-memory path holds for these shards: the raw rows (cached Source) plus their float32 copies."""
-    n = sum(int(p["count"]) for p in index["parts"].values())
-    elements = math.prod(index["sample_shape"])
-    return n * elements * (np.dtype(index["dtype"]).itemsize + 4)
-
-
-def resolve_data_mode(cell: DictConfig, shards_root: str | Path, trainable: bool = True,
-                      free_bytes: int | None = None) -> str:
-    """``memory`` or ``stream`` for a cell about to be frozen; ``auto`` compares the size its shards' index gives
-    (never the data) with the budget; a method that is not ``trainable`` (fitted once) keeps its rows in memory.
-    Shards not built yet count as fitting: the launcher builds those of `auto` cells before it expands the grid
-    (dadf/cli/launch.py), so only data that is not there yet is decided this way."""
-    mode = cell.trainer.get("data", "memory")
-    if mode not in MODES:
-        raise ValueError(f"trainer.data={mode!r}; choose one of {', '.join(MODES)}")
-    if mode == "memory":
-        return mode
-    if not trainable:  # fitted on all its rows at once: they must be in memory
-        if mode == "stream":
-            raise ValueError(f"method {cell.method.name!r} is fitted on all its training rows at once, so it cannot "
-                             f"stream them; use trainer.data=memory (or auto)")
-        return "memory"
-    if mode == "stream":
-        return mode
-    from dadf.data.pipeline import shard_dir, source_params
-
-    out = shard_dir(cell.dataset, shards_root)  # the trained dataset's: an OOD test set is not streamed
-    if not (out / shards.INDEX_FILE).is_file():
-        return "memory"
-    index = shards.read_index(out)
-    if index.get("source_params") != source_params(cell.dataset):
-        return "memory"  # shards of other settings: the build that replaces them comes after the decision
-    return "stream" if in_memory_bytes(index) > budget_bytes(cell.trainer, free_bytes) else "memory"
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Where each row lies.
@@ -135,44 +62,30 @@ class Table:
     dtype: np.dtype
 
 
-def _walk(path: str, part: str, layout, rebuild: str):
+def _walk(path: str, part: str, layout: RowLayout, rebuild: str):
     """{row: payload offset}, {row: cls}, {row: .attr bytes} of one shard, from its tar headers (seeks over the
     payloads)."""
-    offsets, classes, attributes = {}, {}, {}
     hlen = len(layout.header)
     with open(path, "rb") as f:
-        size, off = os.fstat(f.fileno()).st_size, 0
-        while off + 512 <= size:
-            f.seek(off)
-            head = f.read(512)
-            if head[0] == 0:
-                break
-            name = head[:100].split(b"\0", 1)[0].decode()
-            n = int(head[124:136].strip(b"\0 ") or b"0", 8)
-            key, _, ext = name.partition(".")
-            row = int(key[len(part) + 1:]) if key.startswith(part + "_") and key[len(part) + 1:].isdigit() else None
-            if row is None:
-                raise shards.ShardError(f"{path}: sample {key!r} does not belong to part {part!r}; rebuild with: "
-                                        f"{rebuild}")
-            if ext == "x.npy":
-                if n != hlen + layout.nbytes or f.read(hlen) != layout.header:
-                    raise shards.ShardError(f"{path}: sample {key!r} is not a {layout.shape} {layout.dtype} row; "
-                                            f"rebuild with: {rebuild}")
-                offsets[row] = off + 512 + hlen
-            elif ext == "cls":
-                classes[row] = int(f.read(n))
-            elif ext == "attr":
-                attributes[row] = f.read(n)
-            off += 512 + -(-n // 512) * 512
-    return offsets, classes, attributes
+        def read(offset: int, size: int) -> bytes:  # buffered: a seek within the buffer reads nothing new
+            f.seek(offset)
+            return f.read(size)
+
+        got = shards.read_members(path, part, rebuild, read, os.fstat(f.fileno()).st_size)
+        offsets = {}
+        for row, (offset, n) in zip(got.rows, got.x):
+            if n != hlen + layout.nbytes or read(offset, hlen) != layout.header:
+                raise shards.shard_error(path, f"sample {shards.sample_key(part, row)!r} is not a {layout.shape} "
+                                         f"{layout.dtype} row", rebuild)
+            offsets[row] = offset + hlen
+    return offsets, got.classes, got.attributes
 
 
-def scan(out_dir: Path, source_id: int = PRIMARY, table: Table | None = None) -> Table:
+def scan(built: BuiltShards | Path, source_id: int = PRIMARY, table: Table | None = None) -> Table:
     """Add one shard folder's rows to ``table`` (a new one by default); checks every count against the index."""
-    out_dir = Path(out_dir)
-    index = shards.read_index(out_dir)
-    rebuild = shards.force_rebuild_command(out_dir, index["dataset"], index.get("rebuild_overrides", ()))
-    layout = shards._Layout(index["sample_shape"], index["dtype"])
+    built = BuiltShards.of(built)
+    out_dir, index, rebuild = built.folder, built.index, built.rebuild
+    layout = RowLayout(index["sample_shape"], index["dtype"])
     if table is None:
         table = Table([], {}, layout.shape, layout.dtype)
     elif (table.shape, table.dtype) != (layout.shape, layout.dtype):
@@ -189,12 +102,12 @@ def scan(out_dir: Path, source_id: int = PRIMARY, table: Table | None = None) ->
         for shard in entry["shards"]:
             path = str(out_dir / shard["file"])
             if not os.path.isfile(path):
-                raise shards.ShardError(f"{path}: missing shard file; rebuild with: {rebuild}")
+                raise shards.shard_error(path, "missing shard file", rebuild)
             offsets, classes, attributes = _walk(path, part, layout, rebuild)
             got = sorted(set(offsets) & set(classes))
             if len(got) != int(shard["count"]) or (got and (got[0] < 0 or got[-1] >= n)):
-                raise shards.ShardError(f"{path}: read {len(got)} complete samples, index says {shard['count']}; "
-                                        f"rebuild with: {rebuild}")
+                raise shards.shard_error(path, f"read {len(got)} complete samples, index says {shard['count']}",
+                                         rebuild)
             table.files.append(path)
             idx = np.asarray(got, np.int64)
             rows.file_id[idx] = len(table.files) - 1
@@ -203,17 +116,17 @@ def scan(out_dir: Path, source_id: int = PRIMARY, table: Table | None = None) ->
             if names:
                 lacking = [r for r in got if len(attributes.get(r, b"")) != len(names)]
                 if lacking:
-                    raise shards.ShardError(f"{path}: sample {lacking[0]} lacks its {len(names)} attributes (.attr "
-                                            f"member); rebuild with: {rebuild}")
+                    raise shards.shard_error(path, f"sample {lacking[0]} lacks its {len(names)} attributes (.attr "
+                                             f"member)", rebuild)
                 rows.attributes[idx] = [shards.decode_attributes(attributes[r]) for r in got]
         if (rows.file_id < 0).any():
-            raise shards.ShardError(f"{out_dir}: part {part!r} misses {int((rows.file_id < 0).sum())} of {n} "
-                                    f"samples; rebuild with: {rebuild}")
+            raise shards.shard_error(out_dir, f"part {part!r} misses {int((rows.file_id < 0).sum())} of {n} samples",
+                                     rebuild)
         table.parts[(source_id, part)] = rows
     return table
 
 
-def _recorded_rows(out_dir: Path, part: str, entry: dict, layout, table: Table, n_attributes: int,
+def _recorded_rows(out_dir: Path, part: str, entry: dict, layout: RowLayout, table: Table, n_attributes: int,
                    rebuild: str) -> PartRows:
     """The part's rows from the table its build recorded (`shards._write_row_table`), checked against the index and
     the tars' sizes (a truncated tar fails here, as the walk would)."""
@@ -222,20 +135,19 @@ def _recorded_rows(out_dir: Path, part: str, entry: dict, layout, table: Table, 
     try:
         rec = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exn:
-        raise shards.ShardError(f"{path}: unreadable ({exn}); rebuild with: {rebuild}") from exn
+        raise shards.shard_error(path, f"unreadable ({exn})", rebuild) from exn
     counts = [int(s["count"]) for s in entry["shards"]]
     if (rec.dtype != shards.row_table_dtype(n_attributes) or len(rec) != n
             or (n and rec["shard"].min() < 0)
             or np.bincount(rec["shard"], minlength=len(files)).tolist() != counts
             or not np.array_equal(np.sort(rec["row"]), np.arange(n))):
-        raise shards.ShardError(f"{path}: does not match the index's {n} samples in {len(files)} shards; rebuild "
-                                f"with: {rebuild}")
+        raise shards.shard_error(path, f"does not match the index's {n} samples in {len(files)} shards", rebuild)
     for k, file in enumerate(files):
         if not os.path.isfile(file):
-            raise shards.ShardError(f"{file}: missing shard file; rebuild with: {rebuild}")
+            raise shards.shard_error(file, "missing shard file", rebuild)
         mine = rec["offset"][rec["shard"] == k]
         if len(mine) and mine.max() + layout.nbytes > os.path.getsize(file):
-            raise shards.ShardError(f"{file}: truncated (shorter than its recorded rows); rebuild with: {rebuild}")
+            raise shards.shard_error(file, "truncated (shorter than its recorded rows)", rebuild)
     first = len(table.files)
     table.files.extend(files)
     rows = PartRows(np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64),
@@ -247,9 +159,9 @@ def _recorded_rows(out_dir: Path, part: str, entry: dict, layout, table: Table, 
     return rows
 
 
-def label_source(out_dir: Path, table: Table, source_id: int) -> Source:
+def label_source(built: BuiltShards | Path, table: Table, source_id: int) -> Source:
     """A `Source` whose rows hold no pixels (a zero-stride view): what protocols need to split, labels only."""
-    index = shards.read_index(out_dir)
+    index = BuiltShards.of(built).index
     empty = np.zeros((1, *table.shape), table.dtype)
     mine = {part: rows for (sid, part), rows in table.parts.items() if sid == source_id}
     parts = {part: (np.broadcast_to(empty, (len(rows.cls), *table.shape)), rows.cls) for part, rows in mine.items()}
@@ -276,19 +188,6 @@ def _read_rows(files: list[str], file_id: np.ndarray, offset: np.ndarray, nbytes
                 for k in where:
                     out[k] = np.frombuffer(os.pread(f.fileno(), nbytes, int(offset[k])), np.uint8)
     return out
-
-
-class Normaliser:
-    """Rows to float32 as the in-memory path does (dadf/data/pipeline.py normaliser): images to [-1, 1],
-    tabular features standardised with the training normals' statistics."""
-
-    def __init__(self, kind: str, mean=None, std=None):
-        self.kind, self.mean, self.std = kind, mean, std
-
-    def __call__(self, a: np.ndarray) -> torch.Tensor:
-        if self.kind == IMAGE:
-            return torch.from_numpy(a.astype(np.float32) / 127.5 - 1.0)
-        return torch.from_numpy(((a - self.mean) / self.std).astype(np.float32))
 
 
 class ShardRows:
@@ -330,43 +229,10 @@ class ShardRows:
     def to(self, device, non_blocking: bool = False) -> torch.Tensor:
         return self.norm(self.raw()).to(device, non_blocking=non_blocking)
 
-
-# --------------------------------------------------------------------------------------------------------------
-# The cell's data, split by labels and read by key.
-
-
-def tabular_stats(rows: ShardRows, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of the training normals, one pass in chunks (what the in-memory normaliser computes)."""
-    total = sq = 0.0
-    for i in range(0, len(rows), chunk):
-        a = rows[i : i + chunk].raw().astype(np.float64)
-        total, sq = total + a.sum(0), sq + (a * a).sum(0)
-    n = max(len(rows), 1)
-    mean = np.asarray(total / n, np.float32)
-    std = np.sqrt(np.maximum(sq / n - (total / n) ** 2, 0)).astype(np.float32)
-    return mean, np.where(std > 0, std, 1.0).astype(np.float32)
-
-
-def prepare(cfg: DictConfig, make_split, dataset_dir) -> tuple[Split, Source, dict]:
-    """The cell's split made from labels only, and its train/val/test rows as `ShardRows` (val read into memory:
-    it is small and validated often). ``make_split(primary, secondary)`` and ``dataset_dir(dcfg)`` come from
-    dadf/data/pipeline.py, which builds the CellData."""
-    primary_dir = dataset_dir(cfg.dataset)
-    table = scan(primary_dir, PRIMARY)
-    primary = label_source(primary_dir, table, PRIMARY)
-    secondary = None
-    if cfg.protocol.get("secondary") is not None:
-        secondary_dir = dataset_dir(cfg.protocol.secondary)
-        scan(secondary_dir, SECONDARY, table)
-        secondary = label_source(secondary_dir, table, SECONDARY)
-    split = make_split(primary, secondary)
-    norm = Normaliser(primary.kind)
-    if primary.kind != IMAGE:
-        normals = ShardRows.of(table, split.train, norm)[np.flatnonzero(split.train.label == 0)]
-        norm.mean, norm.std = tabular_stats(normals)
-    rows = {name: ShardRows.of(table, getattr(split, name), norm) for name in ("train", "val", "test")}
-    rows["val"] = rows["val"].to("cpu")
-    return split, primary, rows
+    def chunks(self, size: int = 65536) -> Iterator[np.ndarray]:
+        """The raw rows, ``size`` at a time (one pass over rows too many to hold)."""
+        for i in range(0, len(self), size):
+            yield self[i : i + size].raw()
 
 
 # --------------------------------------------------------------------------------------------------------------

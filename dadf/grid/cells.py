@@ -10,15 +10,25 @@ import dataclasses
 import itertools
 import pickle
 import re
-import typing
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dadf import config
-from dadf.data.pipeline import class_count
-from dadf.data.stream import resolve_data_mode
+from dadf.data.datasets import class_count
+from dadf.data.placement import resolve_data_mode
+from dadf.grid.overrides import (
+    Compositions,
+    OverrideError,
+    apply,
+    key_of,
+    methods_having,
+    parse,
+    refusal,
+    unknown_key,
+)
 from dadf.provenance import config_hash
 
 Compose = Callable[[list[str]], DictConfig]
@@ -50,10 +60,6 @@ class Cell:
 
     def __repr__(self) -> str:
         return f"Cell({self.id!r})"
-
-
-def key_of(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def strip_key(overrides: list[str], key: str) -> tuple[list[str], list[str]]:
@@ -117,24 +123,26 @@ def _trainable(method: str) -> bool:
     return get_method(method).trainable
 
 
-def _template(cfg: DictConfig, compose: Compose) -> dict:
+def _template(cfg: DictConfig, comps: Compositions) -> dict:
     """What the cells of one composition (one method and axis values) share, as plain data: groups resolved, paths
     absolute, the OOD set's dataset config embedded, the memory/stream decision taken. Cells differ from it in their
     seed and target class only (``freeze``)."""
-    full = OmegaConf.to_container(cfg, resolve=True)
+    full = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     cell = {k: full[k] for k in ("seed", "method", "dataset", "protocol", "trainer")}
     cell["dataset"]["root"] = _absolute(cell["dataset"]["root"] if cell["dataset"]["root"] is not None else "data")
     sec = cell["protocol"].get("secondary")
     if isinstance(sec, str):
-        sec_cfg = compose([f"dataset={sec}"]).dataset
+        sec_cfg = comps.alone([f"dataset={sec}"]).dataset  # the OOD set's file as it reads, no grid around it
         secondary = OmegaConf.to_container(sec_cfg, resolve=True)
         secondary["root"] = _absolute(secondary["root"] if secondary["root"] is not None else cell["dataset"]["root"])
-        secondary["num_classes"] = class_count(OmegaConf.create(secondary), cfg.shards_dir)
+        secondary["num_classes"] = class_count(OmegaConf.create(secondary), cfg.shards_dir, comps.searchpath)
         cell["protocol"]["secondary"] = secondary
     # decided here, once: memory or stream, part of the id (a resume never re-decides)
     cell["trainer"]["data"] = resolve_data_mode(OmegaConf.create(cell), cfg.shards_dir,
                                                 _trainable(cell["method"]["name"]))
     cell["paths"] = {"runs_dir": _absolute(cfg.runs_dir), "shards_dir": _absolute(cfg.shards_dir)}
+    if comps.searchpath:  # the user's config folders: a cell's messages name the files of its datasets
+        cell["paths"]["searchpath"] = list(comps.searchpath)
     return cell
 
 
@@ -173,93 +181,17 @@ class GridError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
-def _refused_key(error: Exception, keys: set[str]) -> str | None:
-    """The config key a Hydra composition error is about, when it is one of ``keys``; None for a value its
-    schema's type refuses (the key is there: that is another error)."""
-    from hydra.errors import MissingConfigException
-    from omegaconf.errors import ValidationError
-
-    if isinstance(error.__cause__, ValidationError) or isinstance(error, MissingConfigException):
-        return None  # MissingConfigException: an unknown option of a group (dataset=foo), not a key
-    text = f"{error}\n{error.__cause__ or ''}"
-    for key in re.findall(r"'([^'\s]+)'", text) + re.findall(r"full_key: (\S+)", text):
-        if key in keys:
-            return key
-    return None
-
-
-def adds_to_schema(cfg: DictConfig, key: str) -> bool:
-    """Whether ``key`` is missing from a schema on its path in ``cfg`` (a dataclass: the method's params, the
-    trainer...): ``+key=``/``++key=`` would put it there, where no code reads it. Open dicts (``dataset.params``)
-    take new keys."""
-    node = cfg
-    for part in key.split("."):
-        if not isinstance(node, DictConfig):
-            return False
-        schema = OmegaConf.get_type(node)
-        if dataclasses.is_dataclass(schema) and part not in {f.name for f in dataclasses.fields(schema)}:
-            return True
-        node = node.get(part)
-    return False
-
-
-def _set_form(override: str) -> str:
-    """``+key=v`` as ``key=v``."""
-    return override[1:] if override.startswith("+") and not override.startswith("++") else override
-
-
-class Composed(typing.NamedTuple):
-    cfg: DictConfig | None  # None: another composition error
-    dropped: list[tuple[str, str, str]]  # (origin, override, key) of the overrides refused for their key
-    error: str | None  # the first line of another composition error (and of its cause)
-    set_forms: list[str]  # the overrides given as +key= that set a key the config has
-
-
-def compose_dropping(compose: Compose, attempt: list[tuple[str, str]]) -> Composed:
-    """Compose ``attempt`` ([(override, origin)]); while Hydra refuses an override's key (the method has no such
-    option), drop every override of that key and compose again, to find all the keys the method refuses.
-
-    Within a grid ``+key=``, ``++key=`` and ``key=`` mean the same for a schema's key (the method's params...): set
-    it where the cell's config has it, refused where it has not. So ``+key=`` on a cell that has the key sets it
-    (the user cannot know which cells have it), and ``+``/``++`` that would add a key to a schema is refused like
-    ``key=``. Only open dicts (``dataset.params``) take new keys.
-
-    A ``compose`` that puts the user's overrides in front of every composition (tests do, to check this) brings a
-    dropped user override back: then the search stops at the first refused key of this method."""
-    from hydra.errors import HydraException
-
-    dropped, dropped_keys, set_forms = [], set(), []
-    while True:
-        keys = {key_of(o) for o, origin in attempt if origin != "method"} | dropped_keys
-        try:
-            cfg = compose([o for o, _ in attempt])
-        except HydraException as e:
-            key = _refused_key(e, keys)
-            if key is None:
-                return Composed(None, dropped, _first_lines(e), set_forms)
-            if "An item is already at" in str(e) and any(_set_form(o) != o for o, _ in attempt if key_of(o) == key):
-                set_forms += [o for o, _ in attempt if key_of(o) == key and _set_form(o) != o]
-                attempt = [(_set_form(o) if key_of(o) == key else o, origin) for o, origin in attempt]
-                continue
-        else:
-            adding = [key_of(o) for o, origin in attempt if o.startswith("+") and origin != "method"]
-            key = next((k for k in adding if adds_to_schema(cfg, k)), None)
-            if key is None:
-                return Composed(cfg, dropped, None, set_forms)
-        if key in dropped_keys:
-            return Composed(None, dropped, None, set_forms)
-        dropped_keys.add(key)
-        dropped += [(origin, o, key) for o, origin in attempt if key_of(o) == key]
-        attempt = [(o, origin) for o, origin in attempt if key_of(o) != key]
-
-
-def _first_lines(error: Exception) -> str:
+def first_lines(error: Exception) -> str:
     """The first line of a composition error and of its cause; an unknown dataset gets the choices and the sources
     that read a user's own files."""
     from hydra.errors import MissingConfigException
 
-    if isinstance(error, MissingConfigException) and str(error.missing_cfg_file or "").startswith("dataset/"):
-        return unknown_dataset(error.missing_cfg_file.split("/", 1)[1], error.options)
+    missing = str(getattr(error, "missing_cfg_file", None) or "")
+    if isinstance(error, MissingConfigException) and missing.startswith("dataset/"):
+        return unknown_dataset(missing.split("/", 1)[1], error.options)
+    if isinstance(error, MissingConfigException) and "/" in missing and error.options:
+        group, option = missing.split("/", 1)
+        return f"{group}={option} names no {group} config; the options: {', '.join(error.options)}"
     lines = [str(x).strip().splitlines()[0] for x in (error, error.__cause__) if x is not None and str(x).strip()]
     return ": ".join(lines) or type(error).__name__
 
@@ -282,9 +214,10 @@ def unknown_dataset(value: str, files) -> str:
             f"dataset=<source> with its params: {'; '.join(generic)}. docs/data.md shows each, with templates")
 
 
-def _composition_problems(g: DictConfig, methods: list[str], method_overrides: dict,
-                          refused: dict[tuple[str, str, str], list[str]], failed: dict[str, list[str]]) -> list[str]:
-    """One message per override the grid's methods refuse (per key for the grid file's own axes and overrides)."""
+def _composition_problems(g: DictConfig, methods: list[str], method_overrides: dict, refused: dict,
+                          failed: dict[str, list[str]], unknown: Callable[[str, str], str]) -> list[str]:
+    """One message per override the grid's methods refuse (per key for the grid file's own axes and overrides).
+    ``refused``: {(origin, override, key): methods refusing it}; ``unknown(override, key)``: why no method takes it."""
     problems, grouped = [], {}
     for (origin, override, key), bad in refused.items():
         entry = grouped.setdefault((origin, key) if origin != "user" else (origin, override), ([], []))
@@ -294,16 +227,16 @@ def _composition_problems(g: DictConfig, methods: list[str], method_overrides: d
         override, key = overrides[0], key_of(overrides[0])
         fits = [m for m in methods if m not in bad]
         names = ", ".join(bad)
-        if origin != "user":
+        if not fits:  # no method has the key: the keys there are, and the form that would add it
+            problems.append(f"{override}" + (f" (from {origin})" if origin != "user" else "")
+                            + f": {unknown(override, key)}")
+        elif origin != "user":
             fix = {"grid.axes": f"drop method(s) {names} from grid.methods (an axis applies to every method)",
                    "grid.method_overrides": f"remove it from {origin}"}.get(
                        origin.split(".")[0] + "." + origin.split(".")[1],
                        "move it under grid.method_overrides of the methods it fits")
             problems.append(f"grid {g.name!r}: {', '.join(overrides)} (from {origin}) does not apply to method(s) "
                             f"{names}: they have no key {key!r}; {fix}")
-        elif not fits:
-            problems.append(f"{override} does not apply to any method of grid {g.name!r} ({names}): none has a key "
-                            f"{key!r}; check its spelling")
         else:
             value = ", ".join(f'"{o}"' for o in [*method_overrides.get(fits[0], []), override])
             problems.append(
@@ -362,16 +295,55 @@ def narrow(g: DictConfig, user_overrides: list[str]) -> Narrowed:
                     [int(s) for s in seeds] or [int(s) for s in g.seeds], rest, frozenset(replaced))
 
 
-def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> list[Cell]:
-    """All cells of the grid ``base`` (the config composed from ``user_overrides``), in table order.
+@dataclasses.dataclass
+class Composition:
+    """One method with one value per axis: its config, every override applied. Its cells differ in class and seed."""
 
-    A user override of ``method=``, ``protocol.target_class=``, ``seed=`` or of an axis key (``dataset=``) narrows
-    the grid to that value instead of being overwritten by the grid's axes (``narrow``); every other user override
-    applies to every cell.
-    """
+    method: str
+    axes: dict
+    cfg: DictConfig
+
+
+@dataclasses.dataclass
+class Composed:
+    """A grid's compositions, checked: every override applies where it should. ``cells`` makes its cells."""
+
+    grid: DictConfig
+    runs_dir: str
+    narrowed: Narrowed
+    compositions: list[Composition]
+    source: Compositions  # the Hydra compositions they came from (the OOD sets are composed there too)
+
+    @property
+    def datasets(self) -> list[DictConfig]:
+        """The datasets the cells train on, one config each (the first composition that has it)."""
+        seen: dict[str, DictConfig] = {}
+        for c in self.compositions:
+            seen.setdefault(_dataset_key(c.cfg.dataset), c.cfg.dataset)
+        return list(seen.values())
+
+
+def _dataset_key(dcfg: DictConfig) -> str:
+    params = OmegaConf.to_container(dcfg.params, resolve=False)
+    return f"{dcfg.source}:{dcfg._get_node('name')._value()}:{sorted(params.items())}"
+
+
+_FROZEN = ("seed", "method", "dataset", "protocol", "trainer")  # what a cell's config holds of the composition
+
+
+def compose_grid(base: DictConfig, user_overrides: list[str], compose: Compose | Compositions) -> Composed:
+    """The grid ``base`` (the config composed from ``user_overrides``) as its compositions: one per method and
+    combination of axis values, each override judged against that composition's schemas. Raises GridError with
+    one line per problem; reads no data.
+
+    ``compose``: Hydra's compose, or the launch's ``Compositions``, which holds the launch's own composition."""
     g = base.grid
     n = narrow(g, user_overrides)
-    methods, seeds, axes, rest, user_classes = n.methods, n.seeds, n.axes, n.rest, n.classes
+    methods, axes, rest = n.methods, n.axes, n.rest
+    parsed_rest = parse(rest)
+    hydra = [o.text for o in parsed_rest if o.hydra]
+    comps = compose if isinstance(compose, Compositions) else Compositions(
+        compose, {o.key: str(o.value) for o in parsed_rest if o.group and not o.hydra}, hydra=hydra)
     method_overrides = OmegaConf.to_container(g.method_overrides, resolve=True) or {}
     # {axis key: {value: [overrides]}}: settings that go with one axis value (a dataset's own batch size, say).
     # Those of values the user's narrowing left out do not apply; on an axis the user left alone, a value the axis
@@ -380,12 +352,12 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
     unknown = [f"{k}.{v}" for k, vs in value_overrides.items() for v in vs
                if k not in axes or (k not in n.replaced and str(v) not in map(str, axes[k]))]
     if unknown:
-        raise ValueError(f"grid {g.name!r}: axis_overrides {unknown} name no axis value; the axes are {axes}")
-    runs_root = Path(base.runs_dir) / g.name
+        raise GridError([f"grid {g.name!r}: axis_overrides {unknown} name no axis value; the axes are {axes}"])
 
-    cells, group = [], 0
+    compositions = []
     refused: dict[tuple[str, str, str], list[str]] = {}  # (origin, override, key) -> methods it does not apply to
-    failed: dict[str, list[str]] = {}  # other composition errors -> methods
+    refusing: dict[str, DictConfig] = {}  # key -> a config that refused it (to list the keys there are)
+    failed: dict[str, list[str]] = {}  # other errors -> methods
     for method in methods:
         for combo in itertools.product(*axes.values()) if axes else [()]:
             axis_values = dict(zip(axes.keys(), combo))
@@ -394,29 +366,89 @@ def expand(base: DictConfig, user_overrides: list[str], compose: Compose) -> lis
             attempt += [(f"{k}={v}", f"grid.axes.{k}") for k, v in axis_values.items()]
             attempt += [(o, f"grid.axis_overrides.{k}.{v}") for k, v in axis_values.items()
                         for o in value_overrides.get(k, {}).get(str(v), [])]
-            attempt += [(o, "user") for o in rest]
-            cfg, dropped, error, _ = compose_dropping(compose, attempt)
-            for entry in dropped:
-                refused.setdefault(entry, [])
-                if method not in refused[entry]:
-                    refused[entry].append(method)
-            if error is not None:
-                failed.setdefault(error, [])
-                if method not in failed[error]:
-                    failed[error].append(method)
-            if dropped or error is not None:
+            try:
+                given = [(o, origin) for text, origin in attempt for o in parse([text])]
+                given += [(o, "user") for o in parsed_rest if not o.hydra]
+                cfg = comps.config({o.key: str(o.value) for o, _ in given if o.group})
+            except (OverrideError, HydraException) as e:
+                _note(failed, first_lines(e) if isinstance(e, HydraException) else str(e), method)
                 continue
-            with open_dict(cfg.dataset):  # from the data (or what its source declares), frozen with the cell
-                cfg.dataset.num_classes = class_count(cfg.dataset, cfg.shards_dir)
-            classes = user_classes or _class_list(g.classes, cfg.dataset.num_classes, cfg.protocol)
-            template, label, group, shared = _template(cfg, compose), _label(cfg.method), group + 1, {}
-            for cls, seed in itertools.product(classes, seeds):
-                frozen = freeze(template, g.name, axis_values, int(seed), cls, label, shared)
-                cells.append(Cell(frozen["cell"]["id"], frozen, runs_root / frozen["cell"]["id"], group))
+            bad = False
+            for o, origin in given:
+                if o.group:
+                    continue
+                if refusal(cfg, o) is not None:
+                    _note(refused, (origin, o.text, o.key), method)
+                    refusing.setdefault(o.key, cfg)
+                    bad = True
+                    continue
+                try:
+                    apply(cfg, o)
+                except OverrideError as e:
+                    _note(failed, str(e), method)
+                    bad = True
+            for key in _missing(cfg, _FROZEN):  # a required value (???) no override or axis set
+                if key != "protocol.target_class":  # classes are an axis of their own
+                    _note(failed, f"{key} is required and not set (??? in its {key.split('.')[0]} config): set it "
+                                  f"with {key}=<value>, or run one cell per value with grid.axes.{key}=[<values>]",
+                          method)
+                    bad = True
+            if not bad:
+                compositions.append(Composition(method, axis_values, cfg))
     if refused or failed:
-        raise GridError(_composition_problems(g, methods, method_overrides, refused, failed))
+        def why(override: str, key: str) -> str:
+            return unknown_key(key, refusing[key], comps.searchpath, methods_having)
+
+        raise GridError(_composition_problems(g, methods, method_overrides, refused, failed, why))
+    return Composed(g, str(base.runs_dir), n, compositions, comps)
+
+
+def _missing(node: DictConfig, keys, prefix: str = ""):
+    """The keys under ``keys`` of ``node`` whose value is required and not set (``???``), interpolations unread."""
+    for key in keys:
+        child = node._get_node(key) if key in node.keys() else None
+        if child is None:
+            continue
+        if child._is_missing():
+            yield f"{prefix}{key}"
+        elif isinstance(child, DictConfig):
+            yield from _missing(child, list(child.keys()), f"{prefix}{key}.")
+
+
+def _note(problems: dict, problem, method: str) -> None:
+    """Record that ``method`` meets ``problem`` (each method once)."""
+    methods = problems.setdefault(problem, [])
+    if method not in methods:
+        methods.append(method)
+
+
+def cells_of(composed: Composed) -> list[Cell]:
+    """The cells of a checked grid, in table order: each composition's classes x seeds, frozen. Needs each
+    dataset's number of classes: from what its source declares, else from its shards (built before)."""
+    g, n = composed.grid, composed.narrowed
+    runs_root = Path(composed.runs_dir) / g.name
+    cells = []
+    for group, comp in enumerate(composed.compositions, 1):
+        cfg = comp.cfg
+        with open_dict(cfg.dataset):  # from the data (or what its source declares), frozen with the cell
+            cfg.dataset.num_classes = class_count(cfg.dataset, cfg.shards_dir, composed.source.searchpath)
+        classes = n.classes or _class_list(g.classes, cfg.dataset.num_classes, cfg.protocol)
+        template, label, shared = _template(cfg, composed.source), _label(cfg.method), {}
+        for cls, seed in itertools.product(classes, n.seeds):
+            frozen = freeze(template, g.name, comp.axes, int(seed), cls, label, shared)
+            cells.append(Cell(frozen["cell"]["id"], frozen, runs_root / frozen["cell"]["id"], group))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
-        dup = sorted({i for i, n in collections.Counter(ids).items() if n > 1})
-        raise ValueError(f"grid {g.name!r} expands to the same cell twice: {dup}; check its axes for repeated values")
+        dup = sorted({i for i, k in collections.Counter(ids).items() if k > 1})
+        raise GridError([f"grid {g.name!r} expands to the same cell twice: {dup}; check its axes for repeated values"])
     return cells
+
+
+def expand(base: DictConfig, user_overrides: list[str], compose: Compose | Compositions) -> list[Cell]:
+    """All cells of the grid ``base`` (the config composed from ``user_overrides``), in table order.
+
+    A user override of ``method=``, ``protocol.target_class=``, ``seed=`` or of an axis key (``dataset=``) narrows
+    the grid to that value instead of being overwritten by the grid's axes (``narrow``); every other user override
+    applies to every cell.
+    """
+    return cells_of(compose_grid(base, user_overrides, compose))

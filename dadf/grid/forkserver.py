@@ -11,8 +11,10 @@ from collections.abc import Sequence
 
 # What every worker imports: loaded once in the forkserver, which forks the workers with it already in memory.
 # dadf.grid.parent_watch first: the forkserver ends with the launcher also while it imports the rest.
+# torch._dynamo: torch's optimisers import it when the first one is made (seconds), which every worker's first
+# torch cell would otherwise pay.
 WORKER_PRELOAD = ["dadf.grid.parent_watch", "dadf.grid.runner", "dadf.methods", "dadf.data.pipeline",
-                  "sklearn.metrics"]
+                  "sklearn.metrics", "torch._dynamo"]
 
 
 def worker_context(method: str):

@@ -53,6 +53,10 @@ class GridBusy(locks.Busy):
     """Another launch holds this grid."""
 
 
+class LaunchError(RuntimeError):
+    """A launch that cannot go on: a dataset that cannot be built, a cluster that refuses the jobs."""
+
+
 def prepare(cells: list[Cell], force: bool, retry_failed: bool, summary: LaunchSummary | None = None,
             write: bool = False) -> tuple[list[Cell], list[Cell]]:
     """Split into (to run, skipped). A cell that another process is running right now is neither touched nor run
@@ -76,7 +80,7 @@ def prepare(cells: list[Cell], force: bool, retry_failed: bool, summary: LaunchS
                 skipped.append(cell)
                 continue
             if force:
-                _clear(cell.dir)
+                store.CellDir(cell.dir).clear_for_rerun()
         todo.append(cell)
     if write:
         for cell in todo:
@@ -93,14 +97,6 @@ def materialise(cell: Cell, sync: bool = True) -> None:
     store.write_cell_config(cell.dir, cell.data, sync=sync)
     if sync or not new:
         store.write_status(cell.dir, store.PENDING, sync=sync)
-
-
-def _clear(cell_dir: Path) -> None:
-    import shutil
-
-    for name in ("metrics.json", "scores.npz", "log.jsonl", "status.json"):
-        (cell_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(cell_dir / "checkpoints", ignore_errors=True)
 
 
 def _short(reason: str) -> str:
@@ -254,11 +250,6 @@ def plan_slots(cells: list[Cell], lcfg: DictConfig, cores: int | None = None) ->
         room = max(1, ((cores or _cores()) - len(gpu) * threads) // threads)
         cpu = min(shallow, int(lcfg.get("workers") or room), room)
     return Slots(gpu, cpu, threads)
-
-
-def warm_up(lcfg: DictConfig) -> None:
-    """Start the local launcher's forkserver now (dadf/grid/forkserver.py), if it has not started yet."""
-    forkserver.warm_up(str(lcfg.name), lcfg.get("start_method"))
 
 
 @dataclass
@@ -488,43 +479,194 @@ def run_debug(todo: list[Cell], lcfg: DictConfig, summary: LaunchSummary, stop: 
             _report(bar, summary, cell, *outcome)
 
 
-LAUNCHERS = {"local": run_local, "debug": run_debug}
+class Launcher:
+    """What a launch asks of a launcher (``launcher=<name>``): how many processes a cell runs with, which cells are
+    queued already, how the cells to run are grouped (the plan), ``submit`` them, and ``report`` the outcome."""
+
+    name = ""
+
+    def __init__(self, lcfg: DictConfig):
+        self.cfg = lcfg
+
+    def warm_up(self) -> None:
+        """Start what the launch will need while the grid is composed (the local workers' forkserver)."""
+
+    def processes(self, cell: Cell) -> int:
+        """Processes one cell trains with (its global batch is split over them)."""
+        return 1
+
+    def queued(self, cells: list[Cell]) -> set[str] | None:
+        """The cells queued or running elsewhere (a cluster's queue); None: no queue to ask."""
+        return None
+
+    def groups(self, todo: list[Cell]) -> tuple[list, dict[str, str], list[str]]:
+        """(the plan's groups of the cells to run, {group title: cpu|cuda}, notes): dadf.grid.plan.Group."""
+        raise NotImplementedError
+
+    def submit(self, cells: list[Cell], force: bool = False, retry_failed: bool = True) -> LaunchSummary:
+        raise NotImplementedError
+
+    def report(self, summary: LaunchSummary, cells: list[Cell], grid_dir: Path, metrics: list[str],
+               seconds: float) -> None:
+        """What the user reads at the end of the launch."""
+        raise NotImplementedError
+
+
+class Local(Launcher):
+    """Worker processes on this machine; ``submit`` returns when every cell has ended (or a signal stopped it)."""
+
+    name = "local"
+
+    def warm_up(self) -> None:
+        forkserver.warm_up(self.name, self.cfg.get("start_method"))
+
+    def _run(self, todo: list[Cell], summary: LaunchSummary, stop: PreemptionGuard) -> None:
+        run_local(todo, self.cfg, summary, stop)
+
+    def groups(self, todo: list[Cell]) -> tuple[list, dict[str, str], list[str]]:
+        from dadf.grid.plan import Group
+        from dadf.methods.registry import accelerated
+
+        slots = plan_slots(todo, self.cfg)
+        if not slots.gpu:
+            return [Group(f"CPU workers ({slots.threads} thread{'s' * (slots.threads != 1)} each)", todo,
+                          cpus=slots.threads, workers=slots.cpu)], {}, []
+        gpu = [c for c in todo if accelerated(c.data["method"]["name"])]
+        cpu = [c for c in todo if not accelerated(c.data["method"]["name"])]
+        groups = [Group(f"GPU workers (CUDA_VISIBLE_DEVICES {','.join(dict.fromkeys(slots.gpu))})", gpu, gpus=1,
+                        cpus=slots.threads, workers=len(slots.gpu))]
+        if cpu:
+            groups.append(Group("CPU workers (GPUs hidden)", cpu, cpus=slots.threads, workers=slots.cpu))
+        return groups, {groups[0].title: "cuda"}, []
+
+    def submit(self, cells: list[Cell], force: bool = False, retry_failed: bool = True) -> LaunchSummary:
+        """Run the cells that are not finished; one launch per grid at a time (``launcher.wait`` waits for the
+        other). SIGINT/SIGTERM stop the launch: running cells are requeued with a checkpoint, ``summary.stopped_by``
+        says by which signal."""
+        summary = LaunchSummary()
+        if not cells:
+            return summary
+        grid_dir = Path(cells[0].dir).parent
+        with locks.hold(grid_dir / ".launch.lock", f"grid {grid_dir}", wait=bool(self.cfg.get("wait", False)),
+                        busy=GridBusy, on_wait=lambda who: log.info("waiting for the launch that holds %s: %s",
+                                                                    grid_dir, who)), \
+                PreemptionGuard() as stop:
+            todo, skipped = prepare(cells, force, retry_failed, summary)
+            summary.skipped = [c.id for c in skipped]
+            busy = f", {len(summary.busy)} being run by another process" if summary.busy else ""
+            print(f"{len(cells)} cells: {len(skipped)} already finished{busy}, {len(todo)} to run "
+                  f"({self.name} launcher)")
+            if todo and stop.signum is None:
+                self._run(todo, summary, stop)
+            summary.stopped_by = stop.signum
+            stop.acted_on = True  # the launch has stopped on it; the command exits with 128 + the signal
+        return summary
+
+    def report(self, summary: LaunchSummary, cells: list[Cell], grid_dir: Path, metrics: list[str],
+               seconds: float) -> None:
+        from dadf.grid.aggregate import aggregate
+
+        _, md = aggregate(grid_dir, list(metrics), cells=[c.id for c in cells])  # this launch's own cells
+        print()
+        print(md)
+        print(f"{len(summary.done)} cells run, {len(summary.skipped)} skipped (finished), {len(summary.failed)} "
+              f"failed in {seconds:.1f}s; results in {grid_dir}/ (table.md, table.csv, table.tex)")
+        # what is not done, last, so it is what a user sees: failed cells with their reason, then stopped ones
+        if summary.stopped_by:
+            print(f"stopped by {signal.Signals(summary.stopped_by).name}: {len(summary.requeued)} cell(s) saved a "
+                  f"checkpoint and were requeued; launch the same command again to resume")
+        if summary.disk_full:
+            print(f"stopped: {summary.disk_full}")
+        for title, unfinished in (("being run by another process", summary.busy), ("FAILED", summary.failed)):
+            if unfinished:
+                print(f"{len(unfinished)} cell(s) {title}:")
+                for cid, reason in unfinished.items():
+                    print(f"  {cid}: {reason}")
+
+
+class Debug(Local):
+    """One cell after another in this process, so breakpoints and pdb work."""
+
+    name = "debug"
+
+    def _run(self, todo: list[Cell], summary: LaunchSummary, stop: PreemptionGuard) -> None:
+        run_debug(todo, self.cfg, summary, stop)
+
+
+class Slurm(Launcher):
+    """submitit job arrays on a SLURM cluster (dadf/grid/slurm.py); ``submit`` returns once they are queued."""
+
+    name = "slurm"
+
+    def __init__(self, lcfg: DictConfig):
+        super().__init__(lcfg)
+        self._tasks: dict[tuple[str, str], int] = {}  # resources depend on the method and dataset only
+
+    def processes(self, cell: Cell) -> int:
+        from dadf.grid.slurm import resources_for
+
+        key = (cell.data["method"]["name"], cell.data["dataset"]["name"])
+        if key not in self._tasks:
+            self._tasks[key] = resources_for(cell.data, self.cfg).ntasks
+        return self._tasks[key]
+
+    def queued(self, cells: list[Cell]) -> set[str] | None:
+        from dadf.grid import slurm
+
+        try:
+            states = slurm.queue_states(float(self.cfg.get("squeue_timeout_s") or 60))
+        except slurm.SlurmError as e:
+            print(f"plan: the queue was not read ({e}); cells queued there count as to run")
+            return None
+        return {c.id for c in cells if c.dir.is_dir() and slurm.active_job(c.dir, states)}
+
+    def groups(self, todo: list[Cell]) -> tuple[list, dict[str, str], list[str]]:
+        from dadf.grid import slurm
+        from dadf.grid.plan import Group
+
+        limits = slurm.cluster_limits(self.cfg)
+        groups, kinds = [], {}
+        for res, arrays in slurm.array_plan(todo, self.cfg, limits):
+            g = Group(res.describe(), [c for a in arrays for c in a], [len(a) for a in arrays], int(res.gpus),
+                      int(res.cpus) * res.ntasks, int(res.time_min))
+            groups.append(g)
+            kinds[g.title] = "cuda" if int(res.gpus) > 0 else "cpu"
+        return groups, kinds, [f"job arrays of at most {limits.array_size} cells ({limits.describe()})"]
+
+    def submit(self, cells: list[Cell], force: bool = False, retry_failed: bool = True) -> LaunchSummary:
+        """Submit the cells that are neither finished nor queued/running as job arrays; return at once."""
+        from dadf.grid import slurm
+
+        try:
+            finished, queued, todo, submitted = slurm.run_slurm(
+                cells, self.cfg, force, retry_failed, lambda cs, f, r: prepare(cs, f, r, write=True))
+        except (ValueError, RuntimeError) as e:  # a bad launcher setting, sbatch or squeue refusing: said in a line
+            raise LaunchError(str(e)) from None
+        summary = LaunchSummary(skipped=[c.id for c in finished], queued=[c.id for c in queued], submitted=submitted)
+        print(f"{len(cells)} cells: {len(finished)} already finished, {len(queued)} already queued or running, "
+              f"{len(todo)} submitted (slurm launcher)")
+        return summary
+
+    def report(self, summary: LaunchSummary, cells: list[Cell], grid_dir: Path, metrics: list[str],
+               seconds: float) -> None:
+        # Submitting does not wait: the jobs run on the cluster; status.py reads the cell folders and the queue.
+        from dadf.grid.slurm import watch_hint
+
+        ids = sorted({j.split("_")[0] for j in summary.submitted.values()}, key=lambda j: (len(j), j))
+        print(f"job ids: {' '.join(ids) if ids else '(none submitted)'}")
+        print(f"runs folder: {grid_dir.resolve()}")
+        print(f"watch it: {watch_hint(grid_dir)}")
+
+
+LAUNCHERS: dict[str, type[Launcher]] = {"local": Local, "debug": Debug, "slurm": Slurm}
+
+
+def launcher_for(lcfg: DictConfig) -> Launcher:
+    if lcfg.name not in LAUNCHERS:
+        raise ValueError(f"launcher {lcfg.name!r} is not available; choose one of {sorted(LAUNCHERS)}")
+    return LAUNCHERS[lcfg.name](lcfg)
 
 
 def launch(cells: list[Cell], lcfg: DictConfig, force: bool = False, retry_failed: bool = True) -> LaunchSummary:
-    """Run the cells that are not finished; one launch per grid at a time (``launcher.wait`` waits for the other).
-
-    SIGINT/SIGTERM stop the launch: running cells are requeued with a checkpoint, ``summary.stopped_by`` says by
-    which signal."""
-    if lcfg.name == "slurm":
-        return launch_slurm(cells, lcfg, force, retry_failed)
-    if lcfg.name not in LAUNCHERS:
-        raise ValueError(f"launcher {lcfg.name!r} is not available; choose one of {sorted(LAUNCHERS) + ['slurm']}")
-    summary = LaunchSummary()
-    if not cells:
-        return summary
-    grid_dir = Path(cells[0].dir).parent
-    with locks.hold(grid_dir / ".launch.lock", f"grid {grid_dir}", wait=bool(lcfg.get("wait", False)), busy=GridBusy,
-                    on_wait=lambda who: log.info("waiting for the launch that holds %s: %s", grid_dir, who)), \
-            PreemptionGuard() as stop:
-        todo, skipped = prepare(cells, force, retry_failed, summary)
-        summary.skipped = [c.id for c in skipped]
-        busy = f", {len(summary.busy)} being run by another process" if summary.busy else ""
-        print(f"{len(cells)} cells: {len(skipped)} already finished{busy}, {len(todo)} to run ({lcfg.name} launcher)")
-        if todo and stop.signum is None:
-            LAUNCHERS[lcfg.name](todo, lcfg, summary, stop)
-        summary.stopped_by = stop.signum
-        stop.acted_on = True  # the launch has stopped on it; launch_grid.py exits with 128 + the signal
-    return summary
-
-
-def launch_slurm(cells: list[Cell], lcfg: DictConfig, force: bool = False, retry_failed: bool = True) -> LaunchSummary:
-    """Submit the cells that are neither finished nor queued/running as job arrays; return at once."""
-    from dadf.grid import slurm
-
-    finished, queued, todo, submitted = slurm.run_slurm(
-        cells, lcfg, force, retry_failed, lambda cs, f, r: prepare(cs, f, r, write=True))
-    summary = LaunchSummary(skipped=[c.id for c in finished], queued=[c.id for c in queued], submitted=submitted)
-    print(f"{len(cells)} cells: {len(finished)} already finished, {len(queued)} already queued or running, "
-          f"{len(todo)} submitted (slurm launcher)")
-    return summary
+    """Run (local, debug) or submit (slurm) the cells that are not finished, with the launcher ``lcfg`` names."""
+    return launcher_for(lcfg).submit(cells, force, retry_failed)

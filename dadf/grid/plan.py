@@ -25,8 +25,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from dadf.grid import store
 from dadf.grid.cells import Cell
 
@@ -91,12 +89,7 @@ def cell_state(cell: Cell) -> str:
     """new (no folder yet), done, failed, or the state on disk; read only."""
     if not cell.dir.is_dir():
         return "new"
-    try:
-        status = store.read_json(cell.dir / "status.json") or {"state": store.PENDING}
-    except store.Unreadable:
-        return store.UNREADABLE
-    state = status.get("state", store.PENDING) if isinstance(status, dict) else store.UNREADABLE
-    return "done" if state == store.DONE and (cell.dir / "metrics.json").exists() else state
+    return store.CellDir(cell.dir).read_status(verify=False).get("state", store.PENDING)
 
 
 # ---------------------------------------------------------------------------------------------------- estimates
@@ -109,7 +102,7 @@ def _from_finished(folders: list[Path], kind: str) -> Estimate | None:
     steps_s, fixed, steps, per_epoch, batches = [], [], [], [], []
     for d in folders:
         try:
-            m = store.read_json(d / "metrics.json")
+            m = store.CellDir(d).read_metrics()
         except store.Unreadable:
             continue
         if not isinstance(m, dict) or _hardware_kind(m) != kind:
@@ -142,14 +135,14 @@ def _from_finished(folders: list[Path], kind: str) -> Estimate | None:
 def _finished_folders(runs_dir: Path, method: str, dataset: str, limit: int = 4 * SAMPLES) -> list[Path]:
     """Finished cell folders of this method and dataset under any grid of ``runs_dir`` (their ids begin with
     ``<method>-<dataset>-``); names are listed, only the candidates' files are read."""
-    prefix, found = f"{method}-{dataset}-", []
+    prefix, found, metrics = f"{method}-{dataset}-", [], store.CellDir.METRICS
     with contextlib.suppress(OSError):
         for grid in sorted(os.scandir(runs_dir), key=lambda e: e.name):
             if not grid.is_dir():
                 continue
             with contextlib.suppress(OSError):
                 for entry in os.scandir(grid.path):
-                    if entry.name.startswith(prefix) and os.path.exists(os.path.join(entry.path, "metrics.json")):
+                    if entry.name.startswith(prefix) and os.path.exists(os.path.join(entry.path, metrics)):
                         found.append(Path(entry.path))
                         if len(found) >= limit:
                             return found
@@ -183,41 +176,11 @@ def calibrate(cell: Cell, steps: int = CALIBRATION_STEPS) -> Estimate:
 
 # ---------------------------------------------------------------------------------------------------- the plan
 
-def _groups_local(todo: list[Cell], lcfg: DictConfig) -> tuple[list[Group], dict[str, str]]:
-    from dadf.grid.launch import plan_slots
-    from dadf.methods.registry import accelerated
-
-    slots = plan_slots(todo, lcfg)
-    if not slots.gpu:
-        return [Group(f"CPU workers ({slots.threads} thread{'s' * (slots.threads != 1)} each)", todo,
-                      cpus=slots.threads, workers=slots.cpu)], {}
-    gpu = [c for c in todo if accelerated(c.data["method"]["name"])]
-    cpu = [c for c in todo if not accelerated(c.data["method"]["name"])]
-    groups = [Group(f"GPU workers (CUDA_VISIBLE_DEVICES {','.join(dict.fromkeys(slots.gpu))})", gpu, gpus=1,
-                    cpus=slots.threads, workers=len(slots.gpu))]
-    if cpu:
-        groups.append(Group("CPU workers (GPUs hidden)", cpu, cpus=slots.threads, workers=slots.cpu))
-    return groups, {groups[0].title: "cuda"}
-
-
-def _groups_slurm(todo: list[Cell], lcfg: DictConfig) -> tuple[list[Group], dict[str, str], list[str]]:
-    from dadf.grid import slurm
-
-    limits = slurm.cluster_limits(lcfg)
-    groups, kinds = [], {}
-    for res, arrays in slurm.array_plan(todo, lcfg, limits):
-        g = Group(res.describe(), [c for a in arrays for c in a], [len(a) for a in arrays], int(res.gpus),
-                  int(res.cpus) * res.ntasks, int(res.time_min))
-        groups.append(g)
-        kinds[g.title] = "cuda" if int(res.gpus) > 0 else "cpu"
-    note = f"job arrays of at most {limits.array_size} cells ({limits.describe()})"
-    return groups, kinds, [note]
-
-
-def make_plan(cells: list[Cell], lcfg: DictConfig, runs_dir: str | Path, calibrate_missing: bool = False,
+def make_plan(cells: list[Cell], launcher, runs_dir: str | Path, calibrate_missing: bool = False,
               queued: set[str] | None = None) -> Plan:
-    """The plan of launching ``cells`` with launcher config ``lcfg``; reads only (but ``calibrate_missing`` trains
-    a few steps in a temporary folder for each method and dataset with no finished cell to estimate from)."""
+    """The plan of launching ``cells`` with ``launcher`` (dadf.grid.launch.Launcher, which groups them); reads only
+    (but ``calibrate_missing`` trains a few steps in a temporary folder for each method and dataset with no finished
+    cell to estimate from)."""
     states = Counter()
     todo = []
     for cell in cells:
@@ -225,11 +188,8 @@ def make_plan(cells: list[Cell], lcfg: DictConfig, runs_dir: str | Path, calibra
         states[state] += 1
         if state not in ("done", "queued"):
             todo.append(cell)
-    notes: list[str] = []
-    if lcfg.name == "slurm":
-        groups, kinds, notes = _groups_slurm(todo, lcfg)
-    else:
-        groups, kinds = _groups_local(todo, lcfg)
+    groups, kinds, notes = launcher.groups(todo)
+    notes = list(notes)
     estimates: dict[tuple[str, str, str], Estimate | None] = {}
     for g in groups:
         kind = kinds.get(g.title, "cpu")
@@ -244,7 +204,7 @@ def make_plan(cells: list[Cell], lcfg: DictConfig, runs_dir: str | Path, calibra
                 else:
                     est = calibrate(cell)
             estimates[key] = est
-    return Plan(str(lcfg.name), states, groups, estimates, kinds, notes)
+    return Plan(launcher.name, states, groups, estimates, kinds, notes)
 
 
 def _has_cuda() -> bool:

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dadf.atomic import atomic_write
-
-PLOT_DIR = "plots"
+from dadf.grid.store import CellDir
 
 
 def _plt():
@@ -155,10 +154,8 @@ def plot_training(log_jsonl: Path, out: Path, title: str = "") -> Path | None:
 
 def cell_plots(cell_dir: Path, title: str = "") -> dict[str, Path]:
     """Draw the cell's plots into <cell>/plots/ unless up to date; return {kind: path} of those that exist."""
-    cell_dir = Path(cell_dir)
-    pdir = cell_dir / PLOT_DIR
-    metrics, scores = cell_dir / "metrics.json", cell_dir / "scores.npz"
-    log, recon = cell_dir / "log.jsonl", cell_dir / "recon.npz"
+    cell = CellDir(cell_dir)
+    pdir, metrics, scores, log, recon = cell.plots, cell.metrics, cell.scores, cell.log, cell.recon
     jobs = []
     if scores.exists():
         jobs += [("roc", plot_roc, scores, (metrics, scores)), ("hist", plot_histogram, scores, (metrics, scores))]

@@ -52,7 +52,7 @@ def provenance_row(rec: CellRecord, metrics: list[str], out: Path | str | None =
     state = rec.state + (f": {why(rec)}" if rec.state in EXPLAINED and rec.reason else "")
     if rec.state != "missing" and rec.dir is not None:  # a missing cell has no folder to link to
         prefix = _prefix(os.path.dirname(rec.dir), str(out)) if out is not None else ""
-        link = f"[{rec.id}]({prefix}{rec.id}/cell.yaml)"
+        link = f"[{rec.id}]({prefix}{rec.id}/{store.CellDir.CONFIG})"
     else:
         link = rec.id
     vals = [_fmt((res.get("metrics") or {}).get(m)) for m in metrics]
@@ -255,8 +255,9 @@ def write_report(grid_dir: Path, grid: str, records: list[CellRecord], tables: l
                 cell_pngs[r.id] = cell_plots(r.dir, r.id)
     else:  # link the ones drawn earlier
         for r in records:
-            if r.dir is not None and os.path.isdir(f"{r.dir}/plots"):
-                cell_pngs[r.id] = {p.stem: p for p in sorted((r.dir / "plots").glob("*.png"))}
+            folder = os.path.join(r.dir, store.CellDir.PLOTS) if r.dir is not None else None  # str: cheap per cell
+            if folder is not None and os.path.isdir(folder):
+                cell_pngs[r.id] = {p.stem: p for p in sorted(Path(folder).glob("*.png"))}
     lines += ["## Cells and provenance", "",
               "Split counts are normal/anomalous. Selection is the model-selection rule and the step it kept "
               "(– for a method fit once, which selects nothing).", ""]

@@ -14,7 +14,6 @@ import errno
 import functools
 import os
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -91,7 +90,7 @@ def write_artifact(cell_dir: Path, relpath: str, write) -> None:
     atomic_write(cell_dir / relpath, write, binary=True)
 
 
-def write_reconstructions(method: Method, data: CellData, cell_dir: Path, n: int = 8) -> None:
+def write_reconstructions(method: Method, data: CellData, cell: store.CellDir, n: int = 8) -> None:
     """A few normal and anomalous test inputs with their reconstructions, for the report's picture grid. The main
     process alone calls it: ``reconstruct`` runs the bare networks (``TorchMethod.bare``), never a DDP wrapper, whose
     forward would wait for the other processes."""
@@ -102,10 +101,10 @@ def write_reconstructions(method: Method, data: CellData, cell_dir: Path, n: int
     x = data.test_x[rows].to(method.accelerator.device)
     with torch.no_grad():
         x_hat = method.reconstruct(x).float().cpu().numpy()
-    store.write_npz(cell_dir / "recon.npz", x=x.cpu().numpy(), x_hat=x_hat, truth=truth[rows])
+    cell.write_recon(x=x.cpu().numpy(), x_hat=x_hat, truth=truth[rows])
 
 
-def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False, workers: int = 1) -> dict:
+def evaluate(cfg: DictConfig, cell: store.CellDir, progress: bool = False, workers: int = 1) -> dict:
     """Train (or resume) and score one cell; returns its metrics (rank 0 writes them to metrics.json). ``workers``:
     the cells running at once on this machine, recorded with the threads each uses."""
     t0 = time.time()
@@ -117,8 +116,9 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False, workers: i
         normals = data.train_x[data.train_label == 0]
         t_train = time.time()
         if method.trainable:
-            trainer = Trainer(cfg.trainer, method, data, schedule, cell_dir, seed=int(cfg.seed), name=cfg.cell.id,
-                              on_artifact=functools.partial(write_artifact, cell_dir))
+            # the trainer writes the cell's checkpoints and log where the cell folder says
+            trainer = Trainer(cfg.trainer, method, data, schedule, cell, seed=int(cfg.seed), name=cfg.cell.id,
+                              on_artifact=functools.partial(write_artifact, cell.path))
             outcome = trainer.run(progress, guard)
             steps, selection = outcome.steps, outcome.selection
         else:
@@ -128,7 +128,7 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False, workers: i
     method.on_train_end(normals)
     for relpath, write in method.take_artifacts():
         if accelerator.is_main_process:
-            write_artifact(cell_dir, relpath, write)
+            write_artifact(cell.path, relpath, write)
     all_scores = score_distributed(method, data.test_x, int(cfg.trainer.eval_batch_size))
     scores = all_scores.pop("score")
     truth = data.test_truth.numpy()
@@ -166,11 +166,11 @@ def evaluate(cfg: DictConfig, cell_dir: Path, progress: bool = False, workers: i
         "code": code_version(),
     }
     if accelerator.is_main_process:
-        store.write_scores(cell_dir, scores=scores, truth=truth, cls=data.test_cls.numpy(),
-                           **{f"score_{k}": v for k, v in all_scores.items()})
+        cell.write_scores(scores=scores, truth=truth, cls=data.test_cls.numpy(),
+                          **{f"score_{k}": v for k, v in all_scores.items()})
         if hasattr(method, "reconstruct"):
-            write_reconstructions(method, data, cell_dir)
-        store.write_json(cell_dir / "metrics.json", result)
+            write_reconstructions(method, data, cell)
+        cell.write_metrics(result)
     accelerator.wait_for_everyone()
     return result
 
@@ -179,15 +179,15 @@ class _Heartbeat:
     """Rewrites ``heartbeat.json`` (host, pid, time) every ``store.HEARTBEAT_S`` seconds while the cell runs, so
     ``status.py`` can tell a running cell from one whose process is gone."""
 
-    def __init__(self, cell_dir: Path):
-        self.path = Path(cell_dir) / "heartbeat.json"
+    def __init__(self, cell: store.CellDir):
+        self.cell = cell
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="dadf-heartbeat", daemon=True)
 
     def _beat(self) -> None:
         while True:
             with contextlib.suppress(OSError):  # a full disk must not kill the cell from this thread
-                store.write_json(self.path, {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
+                self.cell.write_heartbeat()
             if self.stop.wait(store.HEARTBEAT_S):
                 return
 
@@ -208,10 +208,10 @@ def _disk_full(e: BaseException) -> OSError | None:
     return None
 
 
-def _safe_status(cell_dir: Path, state: str, **fields) -> None:
+def _safe_status(cell: store.CellDir, state: str, **fields) -> None:
     """Record a state; on a full disk the launcher still learns the reason from the exception, so carry on."""
     with contextlib.suppress(OSError):
-        store.write_status(cell_dir, state, **fields)
+        cell.write_status(state, **fields)
 
 
 def run_cell(cell_dir: str | Path, progress: bool = False, workers: int = 1) -> dict:
@@ -221,50 +221,49 @@ def run_cell(cell_dir: str | Path, progress: bool = False, workers: int = 1) -> 
     that another process is running raises :class:`CellBusy` before anything is touched; a full disk raises
     :class:`DiskFull` after recording it.
     """
-    cell_dir = Path(cell_dir)
-    cfg = store.read_cell_config(cell_dir)
+    cell = store.CellDir(cell_dir)
+    cfg = cell.read_config()
     main = _rank() == 0
-    lock = locks.hold(cell_dir / store.CELL_LOCK, f"cell {cell_dir.name}", busy=CellBusy) if main else None
+    lock = locks.hold(cell.lock, f"cell {cell.path.name}", busy=CellBusy) if main else None
     with lock or contextlib.nullcontext():
         if main:
-            store.write_status(cell_dir, store.RUNNING)
+            cell.write_status(store.RUNNING)
         try:
-            with _Heartbeat(cell_dir) if main else contextlib.nullcontext():
-                result = evaluate(cfg, cell_dir, progress, workers)
+            with _Heartbeat(cell) if main else contextlib.nullcontext():
+                result = evaluate(cfg, cell, progress, workers)
         except Preempted as p:
             if main:
-                _safe_status(cell_dir, store.REQUEUED, reason=str(p), step=p.step, signum=p.signum)
+                _safe_status(cell, store.REQUEUED, reason=str(p), step=p.step, signum=p.signum)
             raise
         except SystemExit as e:
             # Under submitit, a signal the step loop did not act on (one after training) reaches submitit's own
             # handler, which requeues the job and exits: the next run resumes from the newest checkpoint.
             if os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local"):
                 if main:
-                    _safe_status(cell_dir, store.REQUEUED, reason=f"signalled after training; the job was "
+                    _safe_status(cell, store.REQUEUED, reason=f"signalled after training; the job was "
                                  f"requeued (exit {e.code}) and resumes from the newest checkpoint")
                 raise
-            _safe_status(cell_dir, store.FAILED, reason=f"SystemExit: {e.code}",
+            _safe_status(cell, store.FAILED, reason=f"SystemExit: {e.code}",
                          traceback=traceback.format_exc()[-6000:])
             raise
         except KeyboardInterrupt:
             if main:  # a second Ctrl-C: no checkpoint now, but the newest complete one is still there
-                _safe_status(cell_dir, store.REQUEUED, signum=int(signal.SIGINT), reason="interrupted (Ctrl-C twice); "
+                _safe_status(cell, store.REQUEUED, signum=int(signal.SIGINT), reason="interrupted (Ctrl-C twice); "
                              "a rerun resumes from the newest complete checkpoint")
             raise
         except BaseException as e:
             full = _disk_full(e)
             if full is not None:
-                reason = (f"disk full: no space left writing {full.filename or 'a file'} (under {cell_dir}); free "
+                reason = (f"disk full: no space left writing {full.filename or 'a file'} (under {cell.path}); free "
                           f"space and relaunch: the cell resumes from its newest complete checkpoint")
-                _safe_status(cell_dir, store.FAILED, reason=reason)
+                _safe_status(cell, store.FAILED, reason=reason)
                 raise DiskFull(errno.ENOSPC, reason) from e
             # Any rank may be the one that failed: the first writer names its rank.
-            _safe_status(cell_dir, store.FAILED, reason=f"{type(e).__name__}: {e}"
+            _safe_status(cell, store.FAILED, reason=f"{type(e).__name__}: {e}"
                          + (f" (rank {_rank()})" if _world() > 1 else ""), traceback=traceback.format_exc()[-6000:])
             raise
         if main:
-            store.write_status(cell_dir, store.DONE, auroc=result["metrics"].get("auroc"),
-                               wall_time_s=result["wall_time_s"])
+            cell.write_status(store.DONE, auroc=result["metrics"].get("auroc"), wall_time_s=result["wall_time_s"])
     return result
 
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from dadf.config import SlurmLauncher
 from dadf.grid import locks, store
 
-RECORD = "slurm.json"  # per cell: {"jobs": [{"job_id", "submitted", "stdout", "stderr", "resources"}]}
+RECORD = store.CellDir.SLURM  # per cell: {"jobs": [{"job_id", "submitted", "stdout", "stderr", "resources"}]}
 
 # squeue states of a job that has not ended (it may still start, run or come back after a requeue).
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
@@ -242,7 +242,7 @@ def queue_states(timeout: float = 60) -> dict[str, str]:
 
 def read_record(cell_dir: Path) -> dict:
     try:
-        return store.read_json(Path(cell_dir) / RECORD, default={"jobs": []})
+        return store.read_json(store.CellDir(cell_dir).slurm, default={"jobs": []})
     except store.Unreadable as e:  # its jobs are unknown: the cell is treated as not queued (and resubmitted)
         warnings.warn(f"{e}; the cell's SLURM jobs are unknown")
         return {"jobs": []}
@@ -265,7 +265,7 @@ def active_job(cell_dir: Path, states: dict[str, str]) -> tuple[str, str] | None
 def _append_record(cell_dir: Path, entry: dict) -> None:
     record = read_record(cell_dir)
     record["jobs"].append(entry)
-    store.write_json(Path(cell_dir) / RECORD, record)
+    store.write_json(store.CellDir(cell_dir).slurm, record)
 
 
 def grid_lock(grid_dir: Path):

@@ -7,8 +7,6 @@ Reads only files, so it works while the grid runs and after any crash: missing a
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -56,68 +54,34 @@ def load_records(grid_dir: Path, ids: list[str] | None = None, all_cells: bool =
     if ids is None:
         ids = store.cell_ids(grid_dir)
         if all_cells:
-            ids = list(dict.fromkeys([*ids, *sorted(p.parent.name for p in grid_dir.glob("*/cell.yaml"))]))
+            ids = list(dict.fromkeys([*ids, *store.cell_folders(grid_dir)]))
     return [_read_cell(grid_dir, cid) for cid in ids]
 
 
 def _read_cell(grid_dir: Path, cid: str) -> CellRecord:
     d = grid_dir / cid
-    folder = str(d)  # plain strings to open the files: pathlib's per-call cost shows at 10,000 cells
+    cell = store.CellDir(d)
     try:
-        full = _read_cell_yaml(d, folder)
+        full = _read_cell_yaml(cell)
     except FileNotFoundError:
         return _from_id(cid, d, "missing", "no cell folder yet")
     except store.Unreadable as e:
         return _from_id(cid, d, store.UNREADABLE, str(e))
-    result = None
-    try:  # the same verdicts as store.read_status, without reading cell.yaml and metrics.json a second time
-        status = _read_json(f"{folder}/status.json") or {"state": store.PENDING}
-        if not isinstance(status, dict):
-            raise store.Unreadable(f"unreadable: {d / 'status.json'} (a JSON {type(status).__name__}, not an object)")
-        if status.get("state") == store.DONE:
-            result = _read_json(f"{folder}/metrics.json")
-            if result is not None and not isinstance(result, dict):
-                raise store.Unreadable(f"unreadable: {d / 'metrics.json'} (a JSON {type(result).__name__}, "
-                                       f"not an object)")
-    except store.Unreadable as e:
-        status, result = {"state": store.UNREADABLE, "reason": str(e)}, None
+    status, result = cell.read_status_and_metrics(verify_config=False)  # cell.yaml is read: not a second time
     state, reason = status.get("state", store.PENDING), status.get("reason")
-    lost = store.liveness(d, status)
+    lost = cell.liveness(status)
     if lost:
         state, reason = store.LOST, lost
     return CellRecord(cid, full["cell"], state, reason, result, d, full.get("protocol") or {},
                       (full.get("dataset") or {}).get("num_classes"))
 
 
-def _read_text(path: str) -> str:
-    """The file's text, read with os.open/os.read: half the time of a file object, which shows at 30,000 files."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = [os.read(fd, 65536)]
-        if len(chunks[0]) == 65536:  # a large file: read on to its end
-            while chunks[-1]:
-                chunks.append(os.read(fd, 1 << 20))
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode("utf-8")
-
-
-def _read_json(path: str):
-    """store.read_json (None when absent, store.Unreadable when damaged), opening the file by its string path."""
-    try:
-        return json.loads(_read_text(path))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return store.read_json(Path(path))  # raises store.Unreadable, worded as everywhere else
-
-
 # ---------------------------------------------------------------------------------------------------- cell.yaml
 # The tables need two blocks of a cell's cell.yaml (cell, protocol) and dataset.num_classes, and PyYAML builds every
 # node of the whole file in Python (~1 ms a cell: seconds at 10,000 cells). cell.yaml is block YAML of plain
 # scalars, so those blocks are read line by line here; anything beyond nested mappings of plain scalars (quotes,
-# lists, anchors, comments, wrapped lines, odd indentation, a damaged file) falls back to store.read_cell_data, the
-# full parse.
+# lists, anchors, comments, wrapped lines, odd indentation, a damaged file) falls back to CellDir.read_config_data,
+# the full parse.
 
 TABLE_BLOCKS = ("cell", "protocol")
 # The patterns run on the text with a newline before and after, and start with that newline: a literal first
@@ -140,11 +104,11 @@ class _NotPlain(ValueError):
     """A line the line reader leaves to PyYAML."""
 
 
-def _read_cell_yaml(cell_dir: Path, folder: str) -> dict:
+def _read_cell_yaml(cell_dir: store.CellDir) -> dict:
     """The table blocks of cell.yaml (FileNotFoundError when absent, store.Unreadable when damaged), as
-    store.read_cell_data would give them."""
+    CellDir.read_config_data would give them."""
     try:
-        text = _read_text(f"{folder}/cell.yaml")
+        text = cell_dir.read_config_text()
     except FileNotFoundError:
         raise  # no cell folder (yet): the caller's "missing"
     except (OSError, ValueError):
@@ -152,12 +116,12 @@ def _read_cell_yaml(cell_dir: Path, folder: str) -> dict:
     data = plain_blocks(text, TABLE_BLOCKS) if text is not None else None
     cell = (data or {}).get("cell")
     if not isinstance(cell, dict) or not {"method", "dataset", "protocol"} <= set(cell):
-        return store.read_cell_data(cell_dir)  # the full parse: its data, or its verdict on a damaged file
+        return cell_dir.read_config_data()  # the full parse: its data, or its verdict on a damaged file
     found = _NUM_CLASSES.search(_framed(text))  # of the dataset block the tables need this one line
     try:
         data["dataset"] = {"num_classes": _scalar(found.group(1))} if found else {}
     except _NotPlain:
-        return store.read_cell_data(cell_dir)
+        return cell_dir.read_config_data()
     return data
 
 

@@ -2,30 +2,33 @@
 instead of inside a cell (or, worse, as a "done" cell that trained 0 steps).
 
 ``check_cells(cells)`` returns one message per problem, each shaped ``<key>=<value> ... must be ... (fix)``; a
-problem shared by several cells is reported once, with how many cells and which methods have it. The checks:
+problem shared by several cells is reported once, with how many cells and which methods have it. A value of the
+wrong type, or a choice outside its set, never gets here: Hydra refuses it when it composes (the schemas). The
+checks:
 
-- trainer: the table ``_TRAINER`` below (types, ranges, choices), the batch split of ``Schedule`` and the tracker
-  (its package installed: ``dadf.train.tracking``);
-- method: each value against the type of its field in the method's params dataclass (found through the registry),
-  learning rates > 0, counts >= 1, then the dataclass's own ``__post_init__`` checks;
+- trainer: ``dadf.config.trainer_problems`` (each field's range, the batch split over the cell's processes), the
+  tracker's package installed (``dadf.train.tracking``) and ``trainer.selection`` against the method's criteria;
+- method: ``dadf.checks.method_problems`` against the method's params dataclass (found through the registry:
+  ranges, list lengths, learning rates > 0, counts >= 1), then the dataclass's own ``__post_init__`` checks;
 - protocol: each parameter through the protocol's own checks (``dadf.data.protocols``), ``target_class`` against
   ``dataset.num_classes``, and the protocol run on an empty stand-in of the dataset (the parts its kind has) to
   see that the protocol fits the dataset. No data is loaded.
+
+The trainer (dadf/train/) and ``method_params`` run the same checkers again on the cell.yaml they run from.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import re
-import types
-import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from dadf import checks, config
+from dadf.checks import Range, show
 from dadf.train import tracking
 
 if TYPE_CHECKING:
@@ -34,161 +37,53 @@ if TYPE_CHECKING:
 _MISSING = object()
 
 
-# ---------------------------------------------------------------------------------------------------- trainer
-@dataclasses.dataclass(frozen=True)
-class _Spec:
-    kind: str  # int | number | bool | choice
-    low: int = 1
-    high: int | None = None
-    null: bool = False  # null is a valid value
-    choices: tuple = ()
-    example: object = None
-
-
-_TRAINER: dict[str, _Spec] = {
-    "steps": _Spec("int", null=True, example=1000),
-    "epochs": _Spec("int", example=20),
-    "batch_size": _Spec("int", example=64),
-    "accumulate": _Spec("int", example=1),
-    "eval_batch_size": _Spec("int", example=512),
-    "checkpoint_every": _Spec("int", example=1000),
-    "keep_checkpoints": _Spec("int", example=2),
-    "sync_every": _Spec("int", null=True, example=1),
-    "log_every": _Spec("int", example=50),
-    "eval_every": _Spec("int", null=True, example=1000),
-    "num_threads": _Spec("int", null=True, example=4),
-    "zero_stage": _Spec("int", low=0, high=2, example=0),
-    "select_after": _Spec("number", low=0, example=0),
-    "precision": _Spec("choice", choices=("fp32", "bf16", "fp16")),
-    "strategy": _Spec("choice", choices=("ddp", "deepspeed")),
-    "device": _Spec("choice", choices=("auto", "cpu")),
-    "compile": _Spec("bool"),
-    "channels_last": _Spec("bool", null=True),
-    "data_on_device": _Spec("bool"),
-    "data": _Spec("choice", choices=("memory", "stream")),  # auto is resolved when the cell is frozen
-    "data_workers": _Spec("int", low=0, example=2),
-    "progress": _Spec("bool"),
-}
-
-
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _show(v) -> str:
-    """A value as the user would write it in an override."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_show(x) for x in v) + "]"
-    return repr(v)
-
-
-def _check_spec(key: str, v, spec: _Spec, hint: str = "") -> str | None:
-    eg = hint or f" (e.g. {key}={_show(spec.example)})"
+def _top_level(key: str, v, rule: Range) -> str | None:
+    """``seed`` or ``dataset.num_classes``: keys of no schema's field."""
     if v is _MISSING:
-        return f"{key} is not set{eg}"
-    if v is None and spec.null:
-        return None
-    if spec.kind == "bool":
-        return None if isinstance(v, bool) else f"{key}={_show(v)} must be true or false"
-    if spec.kind == "choice":
-        return None if v in spec.choices else f"{key}={_show(v)} must be one of {', '.join(spec.choices)}"
-    ok_type = _is_int(v) if spec.kind == "int" else _is_number(v)
-    what = ("a positive integer" if spec.low == 1 else "an integer") if spec.kind == "int" else "a number"
-    if not ok_type:
-        return f"{key}={_show(v)} must be {what}{' or null' if spec.null else ''}{eg}"
-    if spec.high is not None and not spec.low <= v <= spec.high:
-        return f"{key}={_show(v)} must be in {spec.low}..{spec.high}{eg}"
-    if v < spec.low:
-        return f"{key}={_show(v)} must be >= {spec.low}{eg}"
-    return None
+        return f"{key} is not set (e.g. {key}={show(rule.example)})"
+    return checks.value_problem(key, v, int, rule, example=rule.example)
 
 
+_SEED, _NUM_CLASSES = Range(0, example=0), Range(1, example=10)
+
+
+# ---------------------------------------------------------------------------------------------------- trainer
 def _trainer_problems(t: dict, processes: int) -> list[str]:
-    out = []
-    for key, spec in _TRAINER.items():
-        v = t.get(key, _MISSING)
-        hint = " (or set trainer.steps)" if key == "epochs" and t.get("steps") is None else ""
-        msg = _check_spec(f"trainer.{key}", v, spec, hint)
-        if msg:
-            out.append(msg)
-    tracker = tracking.problem(t.get("tracker", "auto"))  # an unknown choice, or its package not installed
-    if tracker:
-        out.append(tracker)
-    bs, acc = t.get("batch_size"), t.get("accumulate")
-    if _is_int(bs) and _is_int(acc) and bs >= 1 and acc >= 1 and bs % (processes * acc):
-        out.append(f"trainer.batch_size={bs} must split evenly over {processes} process(es) x "
-                   f"trainer.accumulate={acc} micro-batches: choose a multiple of {processes * acc}")
+    out = config.trainer_problems(t, processes)
+    if t.get("data") == "auto":  # a valid choice, but one that freezing a cell decides
+        out.append("trainer.data='auto' is decided when a cell is frozen (at launch): a cell holds memory or stream")
+    if not any(p.startswith("trainer.tracker=") for p in out):
+        problem = tracking.problem(t.get("tracker", "auto"))  # its package not installed
+        out += [problem] if problem else []
     return out
+
+
+def _selection_problem(t: dict, m: dict) -> str | None:
+    from dadf.methods.registry import get_method
+
+    name = str(m.get("name"))
+    if params_class(name) is None:
+        return None
+    return config.selection_problem(str(t.get("selection", "last")), name, get_method(name).selection_criteria)
+
+
+# ---------------------------------------------------------------------------------------------------- launcher
+def launcher_problems(lcfg: DictConfig | dict) -> list[str]:
+    """The launcher's values outside their ranges (``dadf.config``'s launcher schemas: workers, cells_per_gpu...);
+    its choices (start_method) Hydra checked when it composed."""
+    schema = config.schema("launcher", str(lcfg.get("name")))
+    return checks.problems(schema, lcfg, "launcher") if schema else []
 
 
 # ---------------------------------------------------------------------------------------------------- method
 @functools.cache
 def params_class(method: str) -> type | None:
     """The params dataclass the method registered with (``@register(name, params=...)``); None if unknown."""
-    from dadf import config
-
     return config.schema("method", method)
-
-
-def _type_ok(v, hint) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(v, a) for a in args)
-    if hint is type(None):
-        return v is None
-    if hint is bool:
-        return isinstance(v, bool)
-    if hint is int:
-        return _is_int(v)
-    if hint is float:
-        return _is_number(v)
-    if hint is str:
-        return isinstance(v, str)
-    if hint is tuple or hint is list or origin in (tuple, list):
-        if not isinstance(v, (list, tuple)):
-            return False
-        if not args:
-            return True
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_type_ok(x, args[0]) for x in v)
-        return len(v) == len(args) and all(_type_ok(x, a) for x, a in zip(v, args))
-    return True  # a type this check does not know: accept
-
-
-def _describe(hint) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    if hint in names:
-        return names[hint]
-    if hint is tuple or hint is list or origin in (tuple, list):
-        if not args:
-            return "a list"
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_describe(args[0]).split(' ', 1)[-1]}s"
-        return f"a list of {len(args)} {_describe(args[0]).split(' ', 1)[-1]}s"
-    return str(hint)
-
-
-def _is_lr(name: str) -> bool:
-    return name == "lr" or name.endswith("_lr") or name.startswith("lr_")
-
-
-def _numeric(hint, inside_lists: bool = False) -> set:
-    """The scalar number types a field's hint admits (int, float), looking inside unions (and lists)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType) or (inside_lists and origin in (tuple, list)):
-        return set().union(*(_numeric(a, inside_lists) for a in args if a is not Ellipsis))
-    return {hint} & {int, float}
 
 
 def _method_problems(m: dict) -> list[str]:
@@ -196,25 +91,7 @@ def _method_problems(m: dict) -> list[str]:
     klass = params_class(str(name))
     if klass is None:
         return []
-    hints = typing.get_type_hints(klass)
-    fields = {f.name: f for f in dataclasses.fields(klass)}
-    out = []
-    for key, v in m.items():
-        if key == "name" or key not in fields:
-            continue  # unknown keys: method_params below names them
-        f, hint = fields[key], hints[key]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        where, eg = f"method.{key}={_show(v)} (method {name})", f" (e.g. method.{key}={_show(default)})"
-        if not _type_ok(v, hint):
-            out.append(f"{where} must be {_describe(hint)}{eg}")
-            continue
-        nums = _numeric(hint)
-        if _is_lr(key) and float in _numeric(hint, inside_lists=True):
-            values = v if isinstance(v, (list, tuple)) else [v]
-            if any(_is_number(x) and x <= 0 for x in values):
-                out.append(f"{where} must be > 0{eg}")
-        elif nums == {int} and not key.endswith("_epoch") and _is_int(v) and v < 1:
-            out.append(f"{where} must be >= 1{eg}")
+    out = checks.method_problems(str(name), klass, m)  # unknown keys: method_params below names them
     if not out:
         from dadf.methods.base import method_params
 
@@ -310,13 +187,13 @@ def _protocol_problems(p: dict, d: dict) -> list[str]:
     for key, v in params.items():
         if key not in spec:
             continue
-        where = f"protocol.{key}={_show(v)} (protocol {name})"
+        where = f"protocol.{key}={show(v)} (protocol {name})"
         if key == "target_class":
             n, classes = len(source.classes), source.classes
             if isinstance(v, str) and (source.kind == "image" or v in classes):
                 continue  # a class name: an image dataset's names are known only once it is loaded
             if not (_is_int(v) and 0 <= v < n):
-                out.append(f"protocol.target_class={_show(v)} (dataset {d.get('name')}, {n} classes) must be a "
+                out.append(f"protocol.target_class={show(v)} (dataset {d.get('name')}, {n} classes) must be a "
                            f"class index in 0..{n - 1}")
             continue
         try:
@@ -325,7 +202,7 @@ def _protocol_problems(p: dict, d: dict) -> list[str]:
             valid = re.search(r"valid values: (.*)", str(e))
             rule = valid.group(1).replace("integers", "an integer").replace("numbers", "a number") if valid \
                 else f"valid: {e}"
-            eg = f" (e.g. protocol.{key}={_show(spec[key])})" if spec[key] is not protocols.REQUIRED else ""
+            eg = f" (e.g. protocol.{key}={show(spec[key])})" if spec[key] is not protocols.REQUIRED else ""
             out.append(f"{where} must be {rule}{eg}")
     sec = p.get("secondary")
     # 100 rows per class: a one-class OOD set (imagenet_resize) still holds the draws of a 10-class stand-in's test
@@ -344,9 +221,9 @@ def _protocol_problems(p: dict, d: dict) -> list[str]:
 def one_split_problems(cfg: DictConfig) -> list[str]:
     """A protocol that trains on a part of its own (loo, ovr, ood...) on a dataset that ships one part only (a test
     set alone) would fail in every cell: refused at launch, with the fix. The parts come from the built shards or
-    what the source declares (a look at file names at most; see ``pipeline.dataset_parts``), never from the data."""
+    what the source declares (a look at file names at most; see ``datasets.dataset_parts``), never from the data."""
     from dadf.data import protocols
-    from dadf.data.pipeline import dataset_parts
+    from dadf.data.datasets import dataset_parts
     from dadf.data.types import Source
 
     if cfg.get("paths") is None:
@@ -354,7 +231,7 @@ def one_split_problems(cfg: DictConfig) -> list[str]:
     parts = dataset_parts(cfg.dataset, cfg.paths.shards_dir)
     if parts is None or len(parts) != 1:
         return []
-    d, p = OmegaConf.to_container(cfg.dataset, resolve=True), OmegaConf.to_container(cfg.protocol, resolve=True)
+    d, p = checks.plain(cfg.dataset), checks.plain(cfg.protocol)
     # the stand-in of _protocol_problems (an image dataset's: train and test) against one with the real parts
     full = _stand_in(d)
     one = Source(full.name, full.kind, dict.fromkeys(parts, next(iter(full.parts.values()))), full.classes)
@@ -371,12 +248,12 @@ def one_split_problems(cfg: DictConfig) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- all
 def cell_problems(cfg: DictConfig | dict, processes: int = 1) -> list[str]:
     """The problems of one cell's frozen config (see ``check_cells``)."""
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    top = [_check_spec("seed", c.get("seed", _MISSING), _Spec("int", low=0, example=0)),
-           _check_spec("dataset.num_classes", (c.get("dataset") or {}).get("num_classes", _MISSING),
-                       _Spec("int", example=10))]
-    return ([m for m in top if m] + _trainer_problems(c.get("trainer") or {}, processes)
-            + _method_problems(c.get("method") or {})
+    c = checks.plain(cfg)
+    trainer, method = c.get("trainer") or {}, c.get("method") or {}
+    top = [_top_level("seed", c.get("seed", _MISSING), _SEED),
+           _top_level("dataset.num_classes", (c.get("dataset") or {}).get("num_classes", _MISSING), _NUM_CLASSES),
+           _selection_problem(trainer, method)]
+    return ([m for m in top if m] + _trainer_problems(trainer, processes) + _method_problems(method)
             + _protocol_problems(c.get("protocol") or {}, c.get("dataset") or {}))
 
 
@@ -403,7 +280,7 @@ def check_cells(cells: list[Cell], processes: Callable[[Cell], int] = lambda c: 
             problems = cell_problems({**data, "seed": 0}, n) + split
             if key is not None:
                 memo[key] = problems
-        seed = _check_spec("seed", data.get("seed", _MISSING), _Spec("int", low=0, example=0))
+        seed = _top_level("seed", data.get("seed", _MISSING), _SEED)
         for msg in ([seed] if seed else []) + problems:
             seen.setdefault(msg, []).append(cell)
     out = []

@@ -24,7 +24,7 @@ class WeightsMissing(FileNotFoundError):
 
 
 def _imagenet_file() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE  # where torch.hub downloads weights to
 
 
 def load_vgg19_features(weights: str, download: bool = False, seed: int = 0) -> nn.Sequential:

@@ -1,4 +1,4 @@
-"""AMA, the Adversarial Mirrored AutoEncoder (papers/ama.txt + ama-supplementary.txt). docs/ama.md has the details.
+"""AMA, the Adversarial Mirrored AutoEncoder (Somepalli et al., UAI 2021, arXiv:2003.10713); details in docs/ama.md.
 
 One optimiser step on a batch x (normals; under ``semisup`` also labelled anomalies):
     E, G forward once (with grad): e = E(x), x̂ = G(e), x̂_inter = G(Σ α_i e_i), x̂_neg = G(z_neg)
@@ -17,9 +17,11 @@ import math
 
 import torch
 
+from dadf.checks import choices, within
 from dadf.losses.gan import pair_gradient_penalty
 from dadf.losses.simplex import partner_indices, simplex_weights
 from dadf.methods.base import TorchMethod, method_params
+from dadf.methods.options import Arch, Lipschitz
 from dadf.methods.registry import register
 from dadf.nets.encoder_generator import EncoderGenerator
 from dadf.nets.gan import build_autoencoder_gan
@@ -40,6 +42,11 @@ ABLATIONS = {
     "berthelot": {"interpolation": "berthelot"},
     "mixup": {"interpolation": "mixup"},
 }
+AtypicalMode = choices("AtypicalMode", ATYPICAL_MODES)
+Interpolation = choices("Interpolation", INTERPOLATIONS)
+AtypicalDirection = choices("AtypicalDirection", ("inward", "outward"))
+AMAScore = choices("AMAScore", ("a_score", "r_score"))
+Ablation = choices("Ablation", ABLATIONS)
 
 
 @dataclasses.dataclass
@@ -47,9 +54,9 @@ class AMAParams:
     """The paper's values are the defaults; every point where the authors' code differs is a switch (noted
     "authors' code")."""
 
-    arch: str = "auto"  # auto | resnet32 | grey28 | mlp (nets by data shape: dadf/nets/gan.py)
+    arch: Arch = Arch.auto  # auto | resnet32 | grey28 | mlp (nets by data shape: dadf/nets/gan.py)
     z_dim: int | None = None  # None: the paper's (128 resnet32, 64 grey28, preset for mlp)
-    lipschitz: str = "auto"  # sn | gp | sn+gp; auto: sn for resnet32 (supp. Table 1), gp for the others
+    lipschitz: Lipschitz = Lipschitz.auto  # sn | gp | sn+gp; auto: sn for resnet32 (supp. Table 1), gp otherwise
     gp_weight: float = 10.0
     critic_steps: int = 5  # critic updates per E/G update, on the same batch (authors' code)
     lr: float = 3.0e-4
@@ -62,35 +69,28 @@ class AMAParams:
     lambda_neg: float = 5.0
     mirrored: bool = True  # false: plain Wasserstein, the critic sees x̂ alone (Table 1 "w/o mirrored loss")
     l2_weight: float = 0.0  # > 0: add an L2 reconstruction loss (supp. Table 5 "Wass. loss + L2")
-    interpolation: str = "simplex"  # simplex (k points) | berthelot (2 points) | mixup (image space) | none
+    # simplex (k points) | berthelot (2 points) | mixup (image space) | none
+    interpolation: Interpolation = Interpolation.simplex
     simplex_k: int = 3
     interp_trains_autoencoder: bool = True  # authors' code: false (x̂_inter detached, only the critic learns)
-    atypical_mode: str = "shell"  # shell (paper) | scale (authors' code) | sipple (cube at the origin) | none
-    atypical_direction: str = "outward"  # inward (CIFAR-10) | outward (SVHN, MNIST, FMNIST)
+    # shell (paper) | scale (authors' code) | sipple (cube at the origin) | none
+    atypical_mode: AtypicalMode = AtypicalMode.shell
+    atypical_direction: AtypicalDirection = AtypicalDirection.outward  # inward (CIFAR-10) | outward (SVHN, MNIST...)
     atypical_delta: float = 0.5
-    atypical_fraction: float = 0.1  # share of each batch replaced by synthetic negatives
+    # share of each batch replaced by synthetic negatives
+    atypical_fraction: float = dataclasses.field(default=0.1, metadata=within(0, 1, high_open=True))
     atypical_start_epoch: int = 11  # 1-based: epochs 1-10 see only normals
     sipple_half_width: float = 1.0  # sipple: the cube [-h, h]^d
     real_negatives: bool = True  # semisup: labelled anomalies are the negatives (atypical selection if none)
-    score: str = "a_score"  # a_score | r_score (Table 1 ablation)
+    score: AMAScore = AMAScore.a_score  # a_score | r_score (Table 1 ablation)
     recompute_fakes: bool = False  # the authors' cost: G(E(x)) recomputed twice per critic step (same maths)
-    ablation: str = "none"  # a named row of the papers' ablation tables: sets the switches in ABLATIONS
+    ablation: Ablation = Ablation.none  # a named row of the papers' ablation tables: sets the switches in ABLATIONS
 
     def __post_init__(self):
-        if self.ablation not in ABLATIONS:
-            raise ValueError(f"method option ablation={self.ablation!r}; choose one of {list(ABLATIONS)}")
         for key, value in ABLATIONS[self.ablation].items():
             setattr(self, key, value)
-        checks = {"atypical_mode": ATYPICAL_MODES, "interpolation": INTERPOLATIONS,
-                  "atypical_direction": ("inward", "outward"), "score": ("a_score", "r_score"),
-                  "lipschitz": ("auto", "sn", "gp", "sn+gp")}
-        for key, valid in checks.items():
-            if getattr(self, key) not in valid:
-                raise ValueError(f"method option {key}={getattr(self, key)!r}; choose one of {list(valid)}")
         if self.interpolation == "simplex" and self.simplex_k < 2:
             raise ValueError(f"simplex_k={self.simplex_k}: a simplex needs at least 2 points")
-        if not 0 <= self.atypical_fraction < 1:
-            raise ValueError(f"atypical_fraction={self.atypical_fraction} must lie in [0, 1)")
         self.betas_gd, self.betas_e = tuple(self.betas_gd), tuple(self.betas_e)
         self.lr_milestones = tuple(self.lr_milestones)
 
@@ -141,6 +141,7 @@ def neg_log_density(r: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 @register("ama", params=AMAParams)
 class AMA(TorchMethod):
     uses_labelled_anomalies = True  # semisup: real anomalies are negatives; other protocols give only normals
+    selection_criteria = ("feature_loss",)
 
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)

@@ -15,6 +15,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dadf.checks import method_problems, refuse
 from dadf.methods.interface import SingleProcess, StepContext, Strategy
 
 
@@ -31,12 +32,14 @@ class DataInfo:
 
 
 def method_params(cfg: DictConfig, defaults: type) -> object:
-    """The method's config as a typed dataclass; an unknown key is an error that lists the valid ones."""
-    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
+    """The method's config as a typed dataclass; an unknown key is an error that lists the valid ones, a value
+    outside its field's choices or range one that names them (dadf/checks.py: a cell.yaml may have been edited)."""
+    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True, enum_to_str=True).items() if k != "name"}
     fields = {f.name for f in dataclasses.fields(defaults)}
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"method {cfg.name!r} has no option(s) {unknown}; valid options: {sorted(fields)}")
+    refuse(method_problems(str(cfg.name), defaults, values))
     return defaults(**values)
 
 
@@ -129,6 +132,9 @@ class Method:
         taken, self._artifacts = self._artifacts, []
         return taken
 
+    # the criteria selection_scores computes: what trainer.selection may name besides last and val_auroc
+    selection_criteria: tuple[str, ...] = ()
+
     def selection_scores(self, val_x: torch.Tensor) -> dict[str, float]:
         """Extra model-selection criteria on the validation normals (lower is better), e.g. a feature loss;
         ``trainer.selection`` may name one of them."""
@@ -140,7 +146,8 @@ class Method:
         params = getattr(self, "params", None)
         if dataclasses.is_dataclass(params):
             return dataclasses.asdict(params)
-        return {k: v for k, v in OmegaConf.to_container(self.cfg, resolve=True).items() if k != "name"}
+        return {k: v for k, v in OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True).items()
+                if k != "name"}
 
     def fit(self, train_x: torch.Tensor) -> None:
         raise NotImplementedError

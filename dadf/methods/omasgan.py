@@ -1,4 +1,4 @@
-"""OMASGAN (papers/omasgan.txt; docs/omasgan.md): boundary samples, negative retraining, anomaly discriminator.
+"""OMASGAN (arXiv:2110.15273; docs/omasgan.md): boundary samples, negative retraining, anomaly discriminator.
 
 The paper's tasks are phases of one cell, chosen by the global step (``planned_steps`` sums them):
 
@@ -26,15 +26,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dadf.checks import choices, within
 from dadf.methods.base import TorchMethod, method_params
 from dadf.methods.registry import register
-from dadf.nets.omasgan import NetSpec, build_critic, build_generator, pick_omasgan_arch
+from dadf.nets.omasgan import ARCHS, NetSpec, build_critic, build_generator, pick_omasgan_arch
 
 PHASES = ("task1", "task2", "task3", "task3j")
 NETS_OF = {"task1": ("G", "D"), "task2": ("B", "Db"), "task3": ("Gp", "C"), "task3j": ("J",)}
 DIVERGENCES = ("klwgan", "kl", "pearson", "js")
 SCORES = ("full", "detector", "task1", "task3")
 LAST_PHASE = {"full": "task3j", "detector": "task3j", "task3": "task3", "task1": "task1"}
+OmasganArch = choices("OmasganArch", ARCHS)
+Divergence = choices("Divergence", DIVERGENCES)
+GeneratorLoss = choices("GeneratorLoss", ("minimax", "nonsaturating"))
+DistanceTo = choices("DistanceTo", ("generated", "real"))
+Task2Critic = choices("Task2Critic", ("boundary", "frozen"))
+OmasganScore = choices("OmasganScore", SCORES)
 
 
 def load_task_file(path: Path) -> dict:
@@ -141,12 +148,12 @@ class OmasganParams:
     """Task 1 f-divergence GAN, Task 2 boundary generator B, Task 3 negative retraining of G' and the anomaly
     discriminator J. Score AS(x) = J(x) + lam * fD(G', delta_x)."""
 
-    arch: str = "auto"  # auto | dcgan | resnet32 | mlp (see dadf/nets/omasgan.py)
+    arch: OmasganArch = OmasganArch.auto  # auto | dcgan | resnet32 | mlp (see dadf/nets/omasgan.py)
     z_dim: int = 128  # the paper: z ~ N(0, I_128)
     hidden: tuple[int, ...] = (128, 128)  # mlp widths of generators and critics
     spectral_norm: bool = True  # critics' Lipschitz control (klwgan needs one)
-    divergence: str = "klwgan"  # Task 1 / Task 2 metric: klwgan | kl | pearson | js
-    generator_loss: str = "minimax"  # minimax (eq. 2 and 6) | nonsaturating
+    divergence: Divergence = Divergence.klwgan  # Task 1 / Task 2 metric: klwgan | kl | pearson | js
+    generator_loss: GeneratorLoss = GeneratorLoss.minimax  # minimax (eq. 2 and 6) | nonsaturating
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     # Steps per phase (task1, task2, task3, task3j); null: task_fractions of the trainer's budget.
@@ -155,25 +162,18 @@ class OmasganParams:
     mu: float = 0.2  # MNIST values of the paper
     nu: float = 0.25
     q: int = 1024  # samples G(z_j) of the distance term, eq. (4)
-    distance_to: str = "generated"  # generated (eq. 4) | real (the batch's data)
-    task2_critic: str = "boundary"  # boundary: Db maximises m(B, G) | frozen: Db stays Task 1's D
+    distance_to: DistanceTo = DistanceTo.generated  # generated (eq. 4) | real (the batch's data)
+    task2_critic: Task2Critic = Task2Critic.boundary  # boundary: Db maximises m(B, G) | frozen: Db stays Task 1's D
     alpha: float = 0.35  # eq. (6); the paper gives alpha + gamma = 0.7 and beta = 0.7 (CIFAR), not the split
     beta: float = 0.7
     gamma: float = 0.35
-    delta: float = 0.5  # eq. (7)
+    delta: float = dataclasses.field(default=0.5, metadata=within(0, 1))  # eq. (7)
     lam: float = 1.0  # lambda of eq. (8): not given by the paper
-    score: str = "full"  # full | detector (J alone) | task3 (fD(G', .)) | task1 (fD(G, .))
+    score: OmasganScore = OmasganScore.full  # full | detector (J alone) | task3 (fD(G', .)) | task1 (fD(G, .))
     from_task: str | None = None  # a tasks/task<k>.pt of another cell: start after that task
     plot: bool = True  # 2-D data: save boundary.png (data, G and B samples) in the cell folder
 
     def __post_init__(self):
-        checks = {"divergence": (self.divergence, DIVERGENCES), "score": (self.score, SCORES),
-                  "generator_loss": (self.generator_loss, ("minimax", "nonsaturating")),
-                  "distance_to": (self.distance_to, ("generated", "real")),
-                  "task2_critic": (self.task2_critic, ("boundary", "frozen"))}
-        for key, (value, valid) in checks.items():
-            if value not in valid:
-                raise ValueError(f"omasgan: {key}={value!r}; choose one of {', '.join(valid)}")
         self.hidden, self.betas = tuple(self.hidden), tuple(self.betas)
         self.task_fractions = tuple(self.task_fractions)
         if len(self.task_fractions) != 4 or min(self.task_fractions) < 0 or sum(self.task_fractions) <= 0:
@@ -184,8 +184,6 @@ class OmasganParams:
             if len(self.task_steps) != 4 or min(self.task_steps) < 0:
                 raise ValueError(f"omasgan: task_steps={self.task_steps} needs 4 step counts "
                                  f"(task1, task2, task3, task3j) or null")
-        if not 0 <= self.delta <= 1:
-            raise ValueError(f"omasgan: delta={self.delta} must lie in [0, 1]")
 
 
 @register("omasgan", params=OmasganParams)

@@ -13,13 +13,20 @@ import dataclasses
 
 import torch
 
+from dadf.checks import choices
 from dadf.losses.gan import WGANCritic, critic_loss
-from dadf.losses.perceptual import PerceptualLoss, VGGFeatures, channel_stats, load_stats
+from dadf.losses.perceptual import MODES, PerceptualLoss, VGGFeatures, channel_stats, load_stats
 from dadf.losses.weighting import GradNormWeights, WeightPolicyParams, gradient_sizes, weight_tensors
 from dadf.methods.base import TorchMethod, method_params
 from dadf.methods.registry import register
 from dadf.nets.encoder_generator import EncoderGenerator
-from dadf.nets.piad import Encoder, Generator, ImageCritic, LatentCritic, widths_for
+from dadf.nets.piad import PRESETS, Encoder, Generator, ImageCritic, LatentCritic, widths_for
+
+Widths = choices("Widths", PRESETS)
+RecLoss = choices("RecLoss", MODES)
+Weighting = choices("Weighting", ("gradnorm", "fixed"))
+WeightReduce = choices("WeightReduce", ("median", "mean"))
+WeightNorm = choices("WeightNorm", ("std", "l2"))
 
 
 @dataclasses.dataclass
@@ -28,16 +35,17 @@ class PIADParams:
     rel-perc-L1 on VGG19 relu4_2; gradient-normalising weights. One trainer step = one critic step or one E/G step:
     the paper's N iterations are N x (n_critic + 1) trainer steps."""
 
-    widths: str = "small"  # small (Table 1: MNIST/fMNIST/COIL) | cifar10 (Table 2) | wide64 (Table 3-like)
-    rec_loss: str = "rel_perc_l1"  # l2 | perc | perc_l1 | rel_perc_l1 (Table 3 right ablations); also the score
-    weighting: str = "gradnorm"  # gradnorm | fixed (gamma_g, gamma_e as given)
+    widths: Widths = Widths.small  # small (Table 1: MNIST/fMNIST/COIL) | cifar10 (Table 2) | wide64 (Table 3-like)
+    # l2 | perc | perc_l1 | rel_perc_l1 (Table 3 right ablations); also the score
+    rec_loss: RecLoss = RecLoss.rel_perc_l1
+    weighting: Weighting = Weighting.gradnorm  # gradnorm | fixed (gamma_g, gamma_e as given)
     gamma_g: float = 1.0  # fixed weights; with gradnorm the weights before the first update (paper: 1)
     gamma_e: float = 1.0
     weight_period: int = 100  # generator iterations between gradient records / weight updates
     weight_history: int = 200  # records kept per loss and layer
     weight_smoothing: float = 0.05  # EWMA alpha
-    weight_reduce: str = "median"  # median | mean over layers of adv/rec ratios
-    weight_norm: str = "std"  # std (authors' implementation) | l2 (paper's Algorithm 2)
+    weight_reduce: WeightReduce = WeightReduce.median  # median | mean over layers of adv/rec ratios
+    weight_norm: WeightNorm = WeightNorm.std  # std (authors' implementation) | l2 (paper's Algorithm 2)
     n_critic: int = 2  # critic steps per E/G step (3 for 64x64 in the paper)
     lr_gen: float = 2.0e-4  # E and G (supplementary section 1)
     lr_critic: float = 5.0e-4
@@ -51,10 +59,6 @@ class PIADParams:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
-        if self.weighting not in ("gradnorm", "fixed"):
-            raise ValueError(f"piad: weighting must be gradnorm or fixed, got {self.weighting!r}")
-        if self.n_critic < 1:
-            raise ValueError(f"piad: n_critic must be >= 1, got {self.n_critic}")
 
 
 LOSS_KEYS = ("dx_loss", "dx_gp", "dz_loss", "dz_gp", "rec", "adv_g", "adv_e", "gamma_g", "gamma_e")

@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 
+from dadf.checks import choices
 from dadf.methods.base import ShallowMethod
 from dadf.methods.registry import register
 
@@ -76,6 +77,7 @@ class KDE(ShallowMethod):
 # PyOD's KNN ``method``: how a row's distances to its k nearest training rows become its score
 KNN_AGGREGATES = {"largest": lambda d: d[:, -1], "mean": lambda d: d.mean(axis=1),
                   "median": lambda d: np.median(d, axis=1)}
+KNNAggregate = choices("KNNAggregate", KNN_AGGREGATES)
 
 
 @dataclasses.dataclass
@@ -84,13 +86,10 @@ class KNNParams:
     anomaly score of a sample is its distance to the k-th nearest training row; scikit-learn's NearestNeighbors."""
 
     n_neighbors: int = 5
-    method: str = "largest"  # largest: distance to the k-th neighbour | mean | median of the k distances (PyOD's)
+    # largest: distance to the k-th neighbour | mean | median of the k distances (PyOD's)
+    method: KNNAggregate = KNNAggregate.largest
     pca_components: int | None = None
     max_train: int | None = None
-
-    def __post_init__(self):
-        if self.method not in KNN_AGGREGATES:
-            raise ValueError(f"method.method={self.method!r} must be one of {', '.join(KNN_AGGREGATES)}")
 
 
 @register("knn", params=KNNParams)

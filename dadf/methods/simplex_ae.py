@@ -1,4 +1,4 @@
-"""Mirrored autoencoder with simplex interpolation (papers/mirrored-ae-simplex-interpolation.txt; docs/ama.md).
+"""Mirrored autoencoder with simplex interpolation (Wu et al., arXiv:2003.10713v1; docs/ama.md).
 
 Two critics: D_recon, a mirrored Wasserstein critic on (x, x) vs (x, x̂) as in AMA, and D_inter, which regresses
 1 − α_i from (x_i, x̂_inter) for each vertex i of an n-point simplex (squared error). E and G minimise
@@ -19,10 +19,12 @@ import math
 
 import torch
 
+from dadf.checks import at_least, choices
 from dadf.identity import added
 from dadf.losses.gan import pair_gradient_penalty
 from dadf.losses.simplex import partner_indices, simplex_weights
 from dadf.methods.base import TorchMethod, method_params
+from dadf.methods.options import Arch, Lipschitz
 from dadf.methods.registry import register
 from dadf.nets.encoder_generator import EncoderGenerator
 from dadf.nets.gan import TABULAR_PRESETS, build_autoencoder_gan, build_pair_critic, mlp_widths
@@ -47,6 +49,9 @@ PRESETS = {"kdd99": TabularPreset(1e-4, 0.5, "adam"), "arrhythmia": TabularPrese
 assert set(PRESETS) == set(TABULAR_PRESETS)
 BETAS_GD, BETAS_E = (0.0, 0.999), (0.5, 0.999)  # the CIFAR-10 values (main text): defaults a preset replaces
 ENCODER_FINAL_ACTS = ("linear", "leaky_relu")
+Optimizer = choices("Optimizer", ("auto", "adam", "sgd"))
+Preset = choices("Preset", PRESETS)
+EncoderFinalAct = choices("EncoderFinalAct", ENCODER_FINAL_ACTS)
 
 
 @dataclasses.dataclass
@@ -54,43 +59,34 @@ class SimplexParams:
     """D_recon (mirrored Wasserstein) + D_inter regressing 1 - alpha_i; score = R(x). None = the paper's value for
     the data shape (32x32: lr 3e-4; 28x28: lr 1e-4) or for the named ``preset`` (tabular: supp. Tables 3-5)."""
 
-    arch: str = "auto"  # auto | resnet32 | grey28 | mlp
+    arch: Arch = Arch.auto  # auto | resnet32 | grey28 | mlp
     z_dim: int | None = None
-    simplex_n: int = 3  # 2: Berthelot-style 2-point interpolation (the ablation)
+    # points of each interpolation; 2: Berthelot-style 2-point interpolation (the ablation)
+    simplex_n: int = dataclasses.field(default=3, metadata=at_least(2))
     lambda_inter: float | None = None  # None: 0.5 (images), 0.5 KDD99, 0.3 arrhythmia, 1.2 thyroid
     lr: float | None = None  # None: 3e-4 (32x32), 1e-4 (28x28), the tabular preset
-    optimizer: str = "auto"  # adam | sgd (momentum 0.5, thyroid); auto: the preset
+    optimizer: Optimizer = Optimizer.auto  # adam | sgd (momentum 0.5, thyroid); auto: the preset
     betas_gd: tuple[float, float] = BETAS_GD  # generator and critics (a preset replaces this default: (0, 0.5))
     betas_e: tuple[float, float] = BETAS_E  # encoder (a preset replaces this default: (0, 0.5))
     critic_steps: int = 5  # "tfd" of the supplementary's algorithm (its value is not given: AMA's code uses 5)
-    lipschitz: str = "auto"  # D_recon: sn | gp | sn+gp; auto: sn for resnet32 (supp.), gp otherwise
+    lipschitz: Lipschitz = Lipschitz.auto  # D_recon: sn | gp | sn+gp; auto: sn for resnet32 (supp.), gp otherwise
     gp_weight: float = 10.0
     selection_start_epoch: int = 60  # (train_)feature_loss is +inf for states before the end of this epoch
     # kdd99 | arrhythmia | thyroid: that table's nets, lr, λ, optimiser, betas and encoder ending, for every value
     # left at its default (None, auto, the default betas); None: the plain defaults, whatever the feature count
-    preset: str | None = added(None, before=None)
+    preset: Preset | None = added(None, before=None)
     # the mlp encoder's code layer: linear | leaky_relu (supp. Tables 3-5); None: leaky_relu under a preset, else
-    # linear (what every encoder was before this switch)
-    encoder_final_act: str | None = added(None, before=None)
+    # linear
+    encoder_final_act: EncoderFinalAct | None = added(None, before=None)
 
     def __post_init__(self):
-        if self.simplex_n < 2:
-            raise ValueError(f"simplex_n={self.simplex_n}: interpolation needs at least 2 points")
-        if self.optimizer not in ("auto", "adam", "sgd"):
-            raise ValueError(f"optimizer={self.optimizer!r}; choose auto, adam or sgd")
-        if self.lipschitz not in ("auto", "sn", "gp", "sn+gp"):
-            raise ValueError(f"lipschitz={self.lipschitz!r}; choose auto, sn, gp or sn+gp")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"preset={self.preset!r}: no such table; choose one of {sorted(PRESETS)} or null (the "
-                             f"plain defaults)")
-        if self.encoder_final_act not in (None, *ENCODER_FINAL_ACTS):
-            raise ValueError(f"encoder_final_act={self.encoder_final_act!r}; choose one of {list(ENCODER_FINAL_ACTS)} "
-                             f"or null (the preset's, else linear)")
         self.betas_gd, self.betas_e = tuple(self.betas_gd), tuple(self.betas_e)
 
 
 @register("simplex_ae", params=SimplexParams)
 class SimplexAE(TorchMethod):
+    selection_criteria = ("feature_loss",)
+
     def __init__(self, cfg, info, strategy, seed):
         super().__init__(cfg, info, strategy, seed)
         p = self.params = method_params(cfg, SimplexParams)

@@ -30,21 +30,20 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from dadf.atomic import atomic_write
+from dadf.checks import refuse
+from dadf.config import TRAIN_CRITERION, selection_problem, trainer_problems
 from dadf.data.pipeline import CellData
 from dadf.eval.metrics import detection_metrics
 from dadf.methods.base import Method
 from dadf.methods.interface import StepContext
-from dadf.train import checkpoint, tracking
+from dadf.train import checkpoint, outputs, tracking
 from dadf.train.batches import make_batch_stream
 from dadf.train.preemption import PreemptionGuard
 
-PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # trainer.precision -> Accelerate's mixed_precision
 # trainer.sync_every=null: steps between the ranks' agreement (one host sync) by device type. On a GPU a sync per
 # step stalls the launch queue; 50 steps keep a preemption's reaction well inside a scheduler's warning time.
 SYNC_EVERY = {"cpu": 1, "cuda": 50}
-# trainer.selection=train_<criterion>: the method's criterion on the training normals, for protocols without a
-# validation split (the simplex paper: the lowest mean R-score of the training samples after epoch 60)
-TRAIN_CRITERION = "train_"
 
 
 class NonFiniteLoss(RuntimeError):
@@ -62,10 +61,7 @@ class TrainOutcome:
 def make_accelerator(tcfg: DictConfig) -> Accelerator:
     from accelerate.state import AcceleratorState
 
-    if tcfg.precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision={tcfg.precision!r}; choose one of {sorted(PRECISIONS)}")
-    if tcfg.device not in ("auto", "cpu"):
-        raise ValueError(f"trainer.device={tcfg.device!r}; choose auto or cpu")
+    refuse(trainer_problems(tcfg))  # a cell runs from its cell.yaml, which may have been edited by hand
     cpu = tcfg.device == "cpu" or not torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cpu and world > 1 and not torch.distributed.is_initialized():
@@ -129,15 +125,9 @@ class Schedule:
     """The step arithmetic of one cell, checked once: global batch, per-rank micro-batch, budget, intervals."""
 
     def __init__(self, tcfg: DictConfig, n_train: int, world: int):
+        refuse(trainer_problems(tcfg, world))  # ranges and the batch split over these processes
         self.global_batch = int(tcfg.batch_size)
         self.accumulate = int(tcfg.accumulate)
-        if self.accumulate < 1:
-            raise ValueError(f"trainer.accumulate={self.accumulate} must be >= 1 (1 = no gradient accumulation)")
-        if self.global_batch < 1 or self.global_batch % (world * self.accumulate):
-            raise ValueError(
-                f"trainer.batch_size={self.global_batch} is the global batch and must split evenly over "
-                f"{world} process(es) x trainer.accumulate={self.accumulate} micro-batches; choose a multiple of "
-                f"{world * self.accumulate}")
         self.micro = self.global_batch // (world * self.accumulate)
         self.steps_per_epoch = math.ceil(n_train / self.global_batch)
         self.total = int(tcfg.steps) if tcfg.steps is not None else int(tcfg.epochs) * self.steps_per_epoch
@@ -152,20 +142,24 @@ class Schedule:
 class Trainer:
     """One cell's training on this process (one rank of possibly several).
 
-    ``workdir`` receives ``checkpoints/`` and ``log.jsonl``; ``seed`` fixes the batch order; ``name`` labels the
-    progress bar; ``on_artifact(relpath, write)`` receives the files the method emits (``Method.emit``), on the
-    main process, after each step. It knows nothing of grids or cell folders beyond that.
+    ``workdir`` receives the checkpoints and the log: a folder (they go in it as ``outputs.CHECKPOINTS`` and
+    ``outputs.LOG_FILE``), or an object giving their paths as ``checkpoints`` and ``log`` (a grid's cell folder,
+    dadf.grid.store.CellDir); ``seed`` fixes the batch order; ``name`` labels the progress bar;
+    ``on_artifact(relpath, write)`` receives the files the method emits (``Method.emit``), on the main process,
+    after each step. It knows nothing of grids beyond that.
     """
 
-    def __init__(self, tcfg: DictConfig, method: Method, data: CellData, schedule: Schedule, workdir: Path,
+    def __init__(self, tcfg: DictConfig, method: Method, data: CellData, schedule: Schedule, workdir,
                  seed: int, name: str = "", on_artifact=None):
         self.tcfg, self.method, self.data, self.sched, self.name = tcfg, method, data, schedule, name
         self.on_artifact = on_artifact
         self.acc = method.accelerator
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.main = self.acc.is_main_process
-        self.ckpt_dir = Path(workdir) / "checkpoints"
-        self.log_path = Path(workdir) / "log.jsonl"
+        if isinstance(workdir, (str, os.PathLike)):
+            self.ckpt_dir, self.log_path = Path(workdir) / outputs.CHECKPOINTS, Path(workdir) / outputs.LOG_FILE
+        else:  # an object naming both paths
+            self.ckpt_dir, self.log_path = Path(workdir.checkpoints), Path(workdir.log)
         self.selection = str(self.tcfg.selection)
         self.best: dict = {"value": None, "step": None}
         keep = data.train_label == 0 if not method.uses_labelled_anomalies else torch.ones_like(data.train_label,
@@ -353,6 +347,9 @@ class Trainer:
 
     # -- model selection ---------------------------------------------------------------------------------
     def _check_selection(self) -> None:
+        problem = selection_problem(self.selection, self.method.name, self.method.selection_criteria)
+        if problem:  # checked at launch too; a cell.yaml may have been edited since
+            raise ValueError(problem)
         if self.selection.startswith(TRAIN_CRITERION):
             return  # computed on the training normals, which every protocol has
         if self.selection == "val_auroc":

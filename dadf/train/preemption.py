@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import signal
 
-import torch
-
 SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
 
@@ -76,14 +74,6 @@ class PreemptionGuard:
                 handler(self.signum, None)
             elif handler in (signal.SIG_DFL, None):
                 signal.raise_signal(self.signum)
-
-    def agreed(self, accelerator) -> int | None:
-        """The signal any rank received, agreed by all ranks (a collective: call it at the same step on all)."""
-        if accelerator.num_processes == 1:
-            return self.signum
-        flag = torch.tensor([self.signum or 0], device=accelerator.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return int(flag.item()) or None
 
     def preempted(self, signum: int, step: int) -> Preempted:
         self.acted_on = True

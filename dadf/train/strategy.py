@@ -15,11 +15,12 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs
 from omegaconf import DictConfig
 
+from dadf.checks import refuse
+from dadf.config import channels_last as channels_last_for
+from dadf.config import trainer_problems
 from dadf.methods.interface import SingleProcess, Strategy
 from dadf.train import deepspeed_engine
 from dadf.train.loop import Schedule
-
-STRATEGIES = ("ddp", "deepspeed")
 
 
 class DDP(SingleProcess):
@@ -100,10 +101,7 @@ def make_strategy(tcfg: DictConfig, accelerator: Accelerator, schedule: Schedule
     """The strategy ``trainer.strategy`` names, for this run's processes and micro-batches. A method that is not
     trained (``schedule`` None: fitted once) has no networks to wrap and gets the single-process one. channels_last:
     the trainer's value, or ``method``'s default for the device type (dadf.config.CHANNELS_LAST)."""
-    from dadf.config import channels_last as channels_last_for
-
-    if tcfg.strategy not in STRATEGIES:
-        raise ValueError(f"trainer.strategy={tcfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    refuse(trainer_problems(tcfg))  # a cell runs from its cell.yaml, which may have been edited by hand
     channels_last = channels_last_for(tcfg, method, accelerator.device.type)
     sync = sync_bn(tcfg, accelerator.num_processes)
     if schedule is None or (tcfg.strategy == "ddp" and accelerator.num_processes == 1):

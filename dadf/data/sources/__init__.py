@@ -40,8 +40,8 @@ _PARTS: dict[str, tuple[str, ...] | Callable[..., tuple[str, ...] | None]] = {}
 _SPLIT_TEST_DEFAULT: dict[str, bool] = {}  # sources halved unless told otherwise (cifar10_jpg)
 _GENERIC: dict[str, str] = {}  # sources of a user's own files -> one line on what they read
 
-# The shared, read-only data folder sits next to the repository: <repo>/../shared/data.
-DEFAULT_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+# The data folder when none is given: ./data, as dataset.root=null means in a config.
+DEFAULT_ROOT = Path("data")
 
 
 def register(name: str, *, default_size: int | None = None, classes=None, kind=None, parts=None,
