@@ -99,6 +99,30 @@ def dirs(tmp_path):
     return [f"runs_dir={tmp_path / 'runs'}", f"shards_dir={tmp_path / 'shards'}"]
 
 
+@pytest.fixture(scope="session")
+def _grids_at_defaults(tmp_path_factory) -> tuple[list[str], dict]:
+    """The session's runs_dir / shards_dir overrides for the grids expanded at their defaults, and those grids."""
+    root = tmp_path_factory.mktemp("grids")
+    return [f"runs_dir={root / 'runs'}", f"shards_dir={root / 'shards'}"], {}
+
+
+@pytest.fixture
+def grid_cells(composer, _grids_at_defaults):
+    """grid_cells(name): the cells of the grid file ``name`` at its defaults, expanded once a session (runs_dir and
+    shards_dir in a folder of the session that nothing writes to; expanding writes nothing). Read them only."""
+    from dadf.grid.cells import expand
+
+    dirs, expanded = _grids_at_defaults
+
+    def cells(grid: str) -> list:
+        if grid not in expanded:
+            overrides = [*dirs, f"grid={grid}"]
+            expanded[grid] = expand(composer(overrides), overrides, composer)
+        return list(expanded[grid])
+
+    return cells
+
+
 def run_job(script: str, *args: str, timeout: int = 600, cwd: Path = REPO,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a jobs/ script (``launch_grid.py``) or an installed command (``dadf-launch``) the way a user does, in a

@@ -236,6 +236,7 @@ def test_paper_architectures_shapes(shape, kind, arch):
     assert e.shape == (2, nets.z_dim) and y.shape == x.shape and d.shape == (2,) and f.shape[0] == 2
 
 
+@pytest.mark.slow  # a training of seconds; the fast tier trains ama in tests/test_methods.py
 def test_short_run_separates_tabular_anomalies(composer, dirs):
     overrides = [*dirs, "dataset=synthetic", "+dataset.params.kind=tabular", "+dataset.params.dim=6",
                  "protocol=tabular", "launcher=debug", "grid.methods=[ama]", "grid.classes=null",

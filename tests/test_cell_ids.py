@@ -27,9 +27,8 @@ PINNED = {
 
 
 @pytest.mark.parametrize("grid", sorted(PINNED))
-def test_cell_ids_of_existing_grids_do_not_change(composer, dirs, grid):
-    overrides = [*dirs, f"grid={grid}"]
-    ids = [c.id for c in expand(composer(overrides), overrides, composer)]
+def test_cell_ids_of_existing_grids_do_not_change(grid_cells, grid):
+    ids = [c.id for c in grid_cells(grid)]
     missing = [i for i in PINNED[grid] if i not in ids]
     assert not missing, f"grid {grid}: pinned cell ids {missing} are gone; finished grids would be retrained"
 
@@ -76,9 +75,8 @@ SEEDS = {"simplex_tabular": 5, "tabular": 5, "ama_ood": 3, "simplex_mnist_loo": 
 
 
 @pytest.mark.parametrize("grid", sorted(SEEDS))
-def test_papers_grids_run_several_seeds_by_default(composer, dirs, grid):
-    overrides = [*dirs, f"grid={grid}"]
-    seeds = {c.data["seed"] for c in expand(composer(overrides), overrides, composer)}
+def test_papers_grids_run_several_seeds_by_default(grid_cells, grid):
+    seeds = {c.data["seed"] for c in grid_cells(grid)}
     assert seeds == set(range(SEEDS[grid]))
 
 

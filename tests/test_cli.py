@@ -4,6 +4,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO, run_job
 
 COMMANDS = ["dadf-launch", "dadf-train", "dadf-status", "dadf-aggregate", "dadf-build-shards"]
@@ -18,6 +19,7 @@ def test_every_console_script_is_installed():
         assert r.returncode == 0 and command.removeprefix("dadf-") in r.stdout, r.stderr[-2000:]
 
 
+@pytest.mark.slow  # two launches in fresh interpreters, each running the cell in a worker process
 def test_dadf_launch_from_any_folder_runs_the_grid_that_the_script_runs(tmp_path):
     dirs = [f"runs_dir={tmp_path / 'runs'}", f"shards_dir={tmp_path / 'shards'}"]
     first = run_job("dadf-launch", *dirs, *ONE_CELL, cwd=tmp_path)  # the configs are found from outside the checkout

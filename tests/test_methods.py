@@ -16,9 +16,16 @@ if importlib.util.find_spec("pyod") is None:
     COVERED["pyod"] = "PyOD (the optional extra dadf[pyod]) is not installed: pip install -e '.[pyod]'"
 
 
+@pytest.fixture(scope="module")
+def shards_dir(tmp_path_factory):
+    """One shards folder for the module: the first cell builds the synthetic shards, the others read them."""
+    return tmp_path_factory.mktemp("shards")
+
+
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.skip(reason=COVERED[m])) if m in COVERED else m
                                     for m in available()])
-def test_method_separates_synthetic_anomalies(method, composer, dirs):
+def test_method_separates_synthetic_anomalies(method, composer, tmp_path, shards_dir):
+    dirs = [f"runs_dir={tmp_path / 'runs'}", f"shards_dir={shards_dir}"]
     overrides = [*dirs, "dataset=synthetic", "launcher=debug", f"grid.methods=[{method}]", "grid.classes=[2]",
                  "trainer.steps=60", "trainer.batch_size=32", f"method={method}", *CHEAP.get(method, [])]
     auroc = run_one_cell(composer, overrides)[1]["metrics"]["auroc"]

@@ -314,16 +314,14 @@ GRIDS = {"piad_lsun": 3, "piad_celeba": 15, "piad_coil_gpnd": 30, "ama_ood_svhn"
 
 
 @pytest.mark.parametrize("grid", sorted(GRIDS))
-def test_grids_expand_with_the_papers_numbers(composer, dirs, grid):
+def test_grids_expand_with_the_papers_numbers(grid_cells, grid):
     from omegaconf import OmegaConf
 
     from dadf.grid import layouts
-    from dadf.grid.cells import expand
     from dadf.grid.table import CellRecord
     from dadf.grid.validate import check_cells
 
-    overrides = [*dirs, f"grid={grid}"]
-    cells = expand(composer(overrides), overrides, composer)
+    cells = grid_cells(grid)
     assert len(cells) == GRIDS[grid]
     assert check_cells(cells) == []
     records = [CellRecord(c.id, OmegaConf.to_container(c.cfg.cell), "pending", None, None, c.dir,

@@ -131,6 +131,7 @@ def test_plan_prints_the_cells_and_their_groups_and_touches_nothing(tmp_path):
     assert not runs.exists() and not shards.exists(), "plan=true created folders"
 
 
+@pytest.mark.slow  # two launches in fresh interpreters, one running a cell in a worker process
 def test_plan_estimates_from_finished_cells_and_leaves_the_runs_folder_as_it_was(tmp_path):
     runs, shards = tmp_path / "runs", tmp_path / "shards"
     args = [f"runs_dir={runs}", f"shards_dir={shards}", "method=kde"]
@@ -144,11 +145,12 @@ def test_plan_estimates_from_finished_cells_and_leaves_the_runs_folder_as_it_was
     assert "kde on digits (cpu): ~" in out.stdout and "estimate from 1 finished cell" in out.stdout
 
 
-def test_plan_warns_when_a_cell_is_longer_than_the_time_limit(composer, dirs, tmp_path):
+def test_plan_warns_when_a_cell_is_longer_than_the_time_limit(composer, dirs, tmp_path, monkeypatch):
     """A finished cell of the same method and dataset that took two hours, and a SLURM limit of one hour."""
     from dadf.grid.launch import launcher_for
     from dadf.grid.plan import make_plan, render
 
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no SLURM commands: the limits are the launcher's settings
     runs = Path(dirs[0].split("=", 1)[1])
     cells, cfg = _quickstart(composer, dirs, "method=ae", "launcher=slurm", "launcher.time_min=60",
                              "launcher.max_array_size=1001", "launcher.max_submit_jobs=5000")

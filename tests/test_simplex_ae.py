@@ -152,6 +152,7 @@ def test_bad_option_is_refused():
         make(simplex_n=1)
 
 
+@pytest.mark.slow  # a training of seconds; the fast tier trains simplex_ae in tests/test_methods.py
 def test_short_run_separates_tabular_anomalies(composer, dirs):
     """Also: a 6-feature table with no preset runs the plain defaults, and metrics.json says what ran; its null
     dataset.top_k_percent takes the test split's anomaly ratio for k."""

@@ -34,8 +34,10 @@ def _one(composer, *overrides) -> str:
 
 # ------------------------------------------------------------------------------------------- no false alarm
 @pytest.mark.parametrize("grid", GRIDS)
-def test_existing_grids_at_their_defaults_have_no_problem(composer, dirs, grid):
-    assert _problems(composer, *dirs, f"grid={grid}") == []
+def test_existing_grids_at_their_defaults_have_no_problem(grid_cells, grid):
+    from dadf.grid.validate import check_cells
+
+    assert check_cells(grid_cells(grid)) == []
 
 
 # ------------------------------------------------------------------------------------------- trainer
@@ -376,11 +378,13 @@ def test_cli_prints_every_problem_on_its_own_line(tmp_path):
     assert {e.split("=", 1)[0] for e in errors} == {"trainer.batch_size", "trainer.zero_stage", "method.lr"}
 
 
+@pytest.mark.slow  # a launch in a fresh interpreter: the fast tier's is the first test of this section
 def test_cli_refuses_a_bad_choice_naming_the_valid_ones(tmp_path):
     errors = _cli_refuses(tmp_path, "method=ae", "protocol.target_class=0", "trainer.precision=fp64")
     assert len(errors) == 1 and "Invalid value 'fp64', expected one of [fp32, bf16, fp16]" in errors[0], errors
 
 
+@pytest.mark.slow  # a launch in a fresh interpreter: the fast tier's is the first test of this section
 def test_cli_refuses_a_value_of_the_wrong_type_naming_the_key(tmp_path):
     errors = _cli_refuses(tmp_path, "trainer.batch_size=abc")
     assert len(errors) == 1 and "trainer.batch_size=abc" in errors[0] and "Integer" in errors[0], errors

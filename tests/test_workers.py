@@ -88,6 +88,7 @@ def test_local_workers_use_the_threads_that_fit(composer, dirs):
         assert hw["workers"] * hw["threads"] <= cores
 
 
+@pytest.mark.slow  # a fresh interpreter that imports the stack, builds the shards and trains the cell
 def test_running_a_cell_imports_only_what_it_needs(composer, dirs):
     overrides = [*dirs, "trainer.steps=5", "trainer.batch_size=16", "grid.methods=[ae]", "grid.classes=[3]"]
     cells = _cells(composer, overrides)

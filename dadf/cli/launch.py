@@ -16,6 +16,8 @@ signal N (130 for Ctrl-C), the running cells requeued with a checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import time
@@ -33,7 +35,12 @@ def main() -> None:
     from dadf.grid.forkserver import warm_up_from_argv
 
     warm_up_from_argv(sys.argv[1:])
-    sys.exit(run(sys.argv[1:]))
+    code = run(sys.argv[1:])
+    # Everything is written and said: leave without tearing down torch and its compiler stack module by module,
+    # which takes about a second. The forkserver ends with this process (dadf/grid/parent_watch.py).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run(argv: list[str]) -> int:
@@ -41,6 +48,16 @@ def run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
+    previous = signal.getsignal(signal.SIGINT)
+    interrupted = _note_ctrl_c()
+    try:
+        return _run(argv, interrupted)
+    finally:
+        with contextlib.suppress(ValueError, TypeError):  # not the main thread / a handler Python did not set
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(argv: list[str], interrupted: list[int]) -> int:
     try:
         from dadf.cli import setup_logging
         from dadf.grid.cells import GridError
@@ -61,9 +78,29 @@ def run(argv: list[str]) -> int:
             return EXIT_FAILED
     except KeyboardInterrupt:  # Ctrl-C while the grid is composed, before any cell started: nothing to save
         return 128 + signal.SIGINT
+    except Exception:
+        if interrupted:  # Ctrl-C landed inside a library that reports it as an error of its own (OmegaConf does)
+            return 128 + signal.SIGINT
+        raise
     if summary is None or summary.complete:
         return 0
     return 128 + summary.stopped_by if summary.stopped_by else EXIT_FAILED
+
+
+def _note_ctrl_c() -> list[int]:
+    """A Ctrl-C raises KeyboardInterrupt as usual and is also noted in the list returned (the local launcher's own
+    handler takes over while cells run)."""
+    noted: list[int] = []
+
+    def interrupt(signum, frame):
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGINT, interrupt)
+    except ValueError:  # not the main thread: Python's default stays
+        pass
+    return noted
 
 
 def launch_grid(argv: list[str]):

@@ -21,6 +21,7 @@ from dadf.data.datasets import class_count
 from dadf.data.placement import resolve_data_mode
 from dadf.grid.overrides import (
     Compositions,
+    Override,
     OverrideError,
     apply,
     key_of,
@@ -354,47 +355,52 @@ def compose_grid(base: DictConfig, user_overrides: list[str], compose: Compose |
     if unknown:
         raise GridError([f"grid {g.name!r}: axis_overrides {unknown} name no axis value; the axes are {axes}"])
 
+    combos = list(itertools.product(*axes.values())) if axes else [()]
+    plans = []  # (method, axis values, its overrides or why they do not parse)
+    for method in methods:
+        for combo in combos:
+            axis_values = dict(zip(axes.keys(), combo))
+            try:
+                plans.append((method, axis_values, _given(method, axis_values, method_overrides, value_overrides,
+                                                          parsed_rest)))
+            except OverrideError as e:
+                plans.append((method, axis_values, e))
+    comps.expect([_choices(given) for _, _, given in plans if not isinstance(given, OverrideError)])
     compositions = []
     refused: dict[tuple[str, str, str], list[str]] = {}  # (origin, override, key) -> methods it does not apply to
     refusing: dict[str, DictConfig] = {}  # key -> a config that refused it (to list the keys there are)
     failed: dict[str, list[str]] = {}  # other errors -> methods
-    for method in methods:
-        for combo in itertools.product(*axes.values()) if axes else [()]:
-            axis_values = dict(zip(axes.keys(), combo))
-            attempt = [(f"method={method}", "method")]
-            attempt += [(o, f"grid.method_overrides.{method}") for o in method_overrides.get(method, [])]
-            attempt += [(f"{k}={v}", f"grid.axes.{k}") for k, v in axis_values.items()]
-            attempt += [(o, f"grid.axis_overrides.{k}.{v}") for k, v in axis_values.items()
-                        for o in value_overrides.get(k, {}).get(str(v), [])]
-            try:
-                given = [(o, origin) for text, origin in attempt for o in parse([text])]
-                given += [(o, "user") for o in parsed_rest if not o.hydra]
-                cfg = comps.config({o.key: str(o.value) for o, _ in given if o.group})
-            except (OverrideError, HydraException) as e:
-                _note(failed, first_lines(e) if isinstance(e, HydraException) else str(e), method)
+    for method, axis_values, given in plans:
+        if isinstance(given, OverrideError):
+            _note(failed, str(given), method)
+            continue
+        try:
+            cfg = comps.config(_choices(given))
+        except HydraException as e:
+            _note(failed, first_lines(e), method)
+            continue
+        bad = False
+        for o, origin in given:
+            if o.group:
                 continue
-            bad = False
-            for o, origin in given:
-                if o.group:
-                    continue
-                if refusal(cfg, o) is not None:
-                    _note(refused, (origin, o.text, o.key), method)
-                    refusing.setdefault(o.key, cfg)
-                    bad = True
-                    continue
-                try:
-                    apply(cfg, o)
-                except OverrideError as e:
-                    _note(failed, str(e), method)
-                    bad = True
-            for key in _missing(cfg, _FROZEN):  # a required value (???) no override or axis set
-                if key != "protocol.target_class":  # classes are an axis of their own
-                    _note(failed, f"{key} is required and not set (??? in its {key.split('.')[0]} config): set it "
-                                  f"with {key}=<value>, or run one cell per value with grid.axes.{key}=[<values>]",
-                          method)
-                    bad = True
-            if not bad:
-                compositions.append(Composition(method, axis_values, cfg))
+            if refusal(cfg, o) is not None:
+                _note(refused, (origin, o.text, o.key), method)
+                refusing.setdefault(o.key, cfg)
+                bad = True
+                continue
+            try:
+                apply(cfg, o)
+            except OverrideError as e:
+                _note(failed, str(e), method)
+                bad = True
+        for key in _missing(cfg, _FROZEN):  # a required value (???) no override or axis set
+            if key != "protocol.target_class":  # classes are an axis of their own
+                _note(failed, f"{key} is required and not set (??? in its {key.split('.')[0]} config): set it "
+                              f"with {key}=<value>, or run one cell per value with grid.axes.{key}=[<values>]",
+                      method)
+                bad = True
+        if not bad:
+            compositions.append(Composition(method, axis_values, cfg))
     if refused or failed:
         def why(override: str, key: str) -> str:
             return unknown_key(key, refusing[key], comps.searchpath, methods_having)
@@ -413,6 +419,23 @@ def _missing(node: DictConfig, keys, prefix: str = ""):
             yield f"{prefix}{key}"
         elif isinstance(child, DictConfig):
             yield from _missing(child, list(child.keys()), f"{prefix}{key}.")
+
+
+def _given(method: str, axis_values: dict, method_overrides: dict, value_overrides: dict,
+           user: list[Override]) -> list[tuple[Override, str]]:
+    """The overrides of one method and combination of axis values, in the order they apply, each with where it
+    comes from: the method, the grid's method_overrides, the axes, the axes' axis_overrides, the user."""
+    attempt = [(f"method={method}", "method")]
+    attempt += [(o, f"grid.method_overrides.{method}") for o in method_overrides.get(method, [])]
+    attempt += [(f"{k}={v}", f"grid.axes.{k}") for k, v in axis_values.items()]
+    attempt += [(o, f"grid.axis_overrides.{k}.{v}") for k, v in axis_values.items()
+                for o in value_overrides.get(k, {}).get(str(v), [])]
+    return [(o, origin) for text, origin in attempt for o in parse([text])] + [(o, "user") for o in user
+                                                                                if not o.hydra]
+
+
+def _choices(given: list[tuple[Override, str]]) -> dict[str, str]:
+    return {o.key: str(o.value) for o, _ in given if o.group}
 
 
 def _note(problems: dict, problem, method: str) -> None:

@@ -58,9 +58,24 @@ class TrainOutcome:
     selection: dict
 
 
+def _cache_optional_package_checks() -> None:
+    """Accelerate asks importlib whether the optional ``lomo_optim`` is installed at every optimiser step: a search
+    of the file system, a tenth of a small net's step on CPU. The answer cannot change while a process runs."""
+    import functools
+
+    import accelerate.accelerator
+    import accelerate.optimizer
+
+    for module in (accelerate.optimizer, accelerate.accelerator):
+        check = getattr(module, "is_lomo_available", None)
+        if check is not None and not hasattr(check, "cache_info"):
+            module.is_lomo_available = functools.cache(check)
+
+
 def make_accelerator(tcfg: DictConfig) -> Accelerator:
     from accelerate.state import AcceleratorState
 
+    _cache_optional_package_checks()
     refuse(trainer_problems(tcfg))  # a cell runs from its cell.yaml, which may have been edited by hand
     cpu = tcfg.device == "cpu" or not torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
