@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import __version__ as HYDRA_VERSION
 from hydra import compose, initialize_config_dir
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -54,7 +54,12 @@ def _main_adds_no_search_path(loader) -> bool:
 def _composed_from_choices(overrides: list[str]) -> DictConfig | None:
     """Hydra's composition of ``overrides`` made as Hydra makes it: the config of the group choices (composed once a
     session, then copied), and the value overrides applied to it after, by Hydra's own code. None where that does
-    not hold: an override of Hydra's settings (a user's config folder, whose files a test may rewrite) or a sweep."""
+    not hold: an override of Hydra's settings (a user's config folder, whose files a test may rewrite), a sweep, or
+    a Hydra other than 1.3 (whose composition this follows, with its internal functions)."""
+    if not HYDRA_VERSION.startswith("1.3."):
+        return None
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
     loader = GlobalHydra.instance().hydra.config_loader
     parsed = OverridesParser.create().parse_overrides(overrides=overrides)
     if any(o.is_hydra_override() or o.is_sweep_override() for o in parsed) or not _main_adds_no_search_path(loader):
