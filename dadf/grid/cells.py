@@ -20,6 +20,7 @@ from dadf import config
 from dadf.data.datasets import class_count
 from dadf.data.placement import resolve_data_mode
 from dadf.grid.overrides import (
+    Compose,
     Compositions,
     Override,
     OverrideError,
@@ -31,8 +32,6 @@ from dadf.grid.overrides import (
     unknown_key,
 )
 from dadf.provenance import config_hash
-
-Compose = Callable[[list[str]], DictConfig]
 
 
 class Cell:
